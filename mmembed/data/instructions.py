@@ -1,0 +1,104 @@
+"""The M-BEIR instruction table (``instructions/query_instructions.tsv``): prompts keyed by
+(dataset_id, query modality, candidate modality), chosen by a seeded draw or fixed.
+Knows nothing of models or prompts' formatting (that is ``mmembed.model.prompts``)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmembed.data.errors import DataError, ErrorLog, report
+from mmembed.data.records import Modality
+
+COLUMNS = ("query_modality", "cand_modality", "dataset", "dataset_id")
+Key = tuple[int, str, str]  # (dataset_id, query modality, candidate modality)
+
+
+@dataclass
+class InstructionRow:
+    query_modality: str
+    cand_modality: str
+    dataset: str
+    dataset_id: int
+    prompts: list[str]
+
+
+@dataclass
+class InstructionTable:
+    rows: list[InstructionRow] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._index: dict[Key, InstructionRow] = {
+            (r.dataset_id, r.query_modality, r.cand_modality): r for r in self.rows
+        }
+
+    def prompts(self, dataset_id: int, query_modality: str, cand_modality: str) -> list[str]:
+        key = (int(dataset_id), Modality(query_modality).value, Modality(cand_modality).value)
+        row = self._index.get(key)
+        if row is None:
+            known = ", ".join(f"{k}" for k in sorted(self._index)) or "none"
+            raise KeyError(f"no instruction for (dataset_id, query, candidate) = {key}; known keys: {known}")
+        return row.prompts
+
+    def choose(
+        self,
+        dataset_id: int,
+        query_modality: str,
+        cand_modality: str,
+        *,
+        seed: int | None = None,
+        key: str | int = "",
+        fixed: int | None = None,
+    ) -> str:
+        """One prompt: ``fixed`` (0-based prompt index) or a draw seeded by (seed, key)."""
+        prompts = self.prompts(dataset_id, query_modality, cand_modality)
+        if fixed is not None:
+            return prompts[fixed % len(prompts)]
+        rng = random.Random(f"{seed}|{key}|{dataset_id}|{query_modality}|{cand_modality}")
+        return rng.choice(prompts)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def read_instructions(path: str | Path, errors: ErrorLog | None = None) -> InstructionTable:
+    path = Path(path)
+    rows: list[InstructionRow] = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header[:4]) != COLUMNS:
+            raise DataError(path, 1, None, f"header must start with {'/'.join(COLUMNS)}, got {header!r}")
+        for lineno, cols in enumerate(reader, 2):
+            if not any(c.strip() for c in cols):
+                continue
+            if len(cols) < 5:
+                report(errors, DataError(path, lineno, None, "needs 4 key columns and at least one prompt"))
+                continue
+            qm, cm, name, did = (c.strip() for c in cols[:4])
+            try:
+                Modality.parse(qm)
+                Modality.parse(cm)
+                dataset_id = int(did)
+            except ValueError as e:
+                report(errors, DataError(path, lineno, None, str(e)))
+                continue
+            prompts = [p.strip() for p in cols[4:] if p.strip()]
+            rows.append(InstructionRow(qm, cm, name, dataset_id, prompts))
+    return InstructionTable(rows)
+
+
+def write_instructions(path: str | Path, table: InstructionTable) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width = max((len(r.prompts) for r in table.rows), default=1)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow([*COLUMNS, *(f"prompt_{i + 1}" for i in range(width))])
+        for r in table.rows:
+            w.writerow([r.query_modality, r.cand_modality, r.dataset, r.dataset_id, *r.prompts])
+    os.replace(tmp, path)

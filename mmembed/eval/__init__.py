@@ -1,0 +1,1 @@
+"""Evaluation: run files, retrieval metrics, M-BEIR and BEIR-format evaluation."""

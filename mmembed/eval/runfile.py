@@ -1,0 +1,54 @@
+"""TREC run files: ``qid Q0 did rank score tag``, one line per retrieved candidate.
+Knows nothing of models, indexes or metrics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from mmembed.data.errors import DataError, ErrorLog, report
+
+Run = dict[str, list[tuple[str, float]]]  # qid -> [(did, score)] best first
+
+
+def write_run(path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "mmembed") -> int:
+    """Write a run atomically; candidates are written in the given order with ranks 1..k."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for qid, ranked in run.items():
+            for rank, (did, score) in enumerate(ranked, 1):
+                f.write(f"{qid} Q0 {did} {rank} {float(score):.6f} {tag}\n")
+                n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def read_run(path: str | Path, errors: ErrorLog | None = None) -> Run:
+    """qid -> [(did, score)] sorted by rank (ties in the file keep their rank order)."""
+    path = Path(path)
+    rows: dict[str, list[tuple[int, str, float]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                report(errors, DataError(path, lineno, None, f"expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}"))
+                continue
+            qid, _, did, rank, score, _ = parts
+            try:
+                rows.setdefault(qid, []).append((int(rank), did, float(score)))
+            except ValueError:
+                report(errors, DataError(path, lineno, None, f"rank {rank!r} or score {score!r} is not a number"))
+    return {q: [(d, s) for _, d, s in sorted(r, key=lambda t: t[0])] for q, r in rows.items()}
+
+
+def merge_runs(runs: Iterable[Run]) -> Run:
+    out: Run = {}
+    for run in runs:
+        out.update(run)
+    return out
