@@ -19,8 +19,14 @@ from mmembed.data.records import TASKS, Candidate, Modality, Query
 
 SPLITS = ("train", "val", "test")
 _ID_RE = re.compile(r"^\d+:\d+$")
-QUERY_FILE_RE = re.compile(r"^mbeir_(?P<name>[a-z0-9_]+?)_task(?P<task>\d+)_(?P<split>train|val|test)\.jsonl$")
-POOL_FILE_RE = re.compile(r"^mbeir_(?P<name>[a-z0-9_]+?)_task(?P<task>\d+)_cand_pool\.jsonl$")
+QUERY_FILE_RE = re.compile(
+    r"^mbeir_(?P<name>[a-z0-9_]+?)_task(?P<task>\d+)_(?P<split>train|val|test)\.jsonl$"
+)
+# Local pools are per task; some M-BEIR tasks also ship a split-specific pool
+# (``mbeir_mscoco_task0_test_cand_pool.jsonl``), which then serves that split.
+POOL_FILE_RE = re.compile(
+    r"^mbeir_(?P<name>[a-z0-9_]+?)_task(?P<task>\d+)(?:_(?P<split>train|val|test))?_cand_pool\.jsonl$"
+)
 GLOBAL_POOL_RE = re.compile(r"^mbeir_union_(?P<split>train|val|test)_cand_pool\.jsonl$")
 
 
@@ -40,7 +46,23 @@ class Layout:
         return self.root / "query" / split / f"mbeir_{dataset.lower()}_task{task}_{split}.jsonl"
 
     def pool_file(self, dataset: str, task: int) -> Path:
-        return self.root / "cand_pool" / "local" / f"mbeir_{dataset.lower()}_task{task}_cand_pool.jsonl"
+        return (
+            self.root
+            / "cand_pool"
+            / "local"
+            / f"mbeir_{dataset.lower()}_task{task}_cand_pool.jsonl"
+        )
+
+    def local_pool_for(self, dataset: str, task: int, split: str) -> Path:
+        """The local pool that serves ``split``: the split-specific file when the tree has one
+        (``mbeir_mscoco_task0_test_cand_pool.jsonl``), else the task's pool."""
+        specific = (
+            self.root
+            / "cand_pool"
+            / "local"
+            / f"mbeir_{dataset.lower()}_task{task}_{split}_cand_pool.jsonl"
+        )
+        return specific if specific.is_file() else self.pool_file(dataset, task)
 
     def global_pool_file(self, split: str) -> Path:
         return self.root / "cand_pool" / "global" / f"mbeir_union_{split}_cand_pool.jsonl"
@@ -65,36 +87,73 @@ class Layout:
                     found.append((m["name"], int(m["task"]), s))
         return found
 
+    def pool_files(self) -> list[Path]:
+        """Every local pool file present (names matching the M-BEIR pattern), sorted."""
+        folder = self.root / "cand_pool" / "local"
+        if not folder.is_dir():
+            return []
+        return [p for p in sorted(folder.iterdir()) if POOL_FILE_RE.match(p.name)]
+
+    def global_pool_files(self) -> list[tuple[str, Path]]:
+        """(split, path) for every global pool file present."""
+        return [(s, self.global_pool_file(s)) for s in SPLITS if self.global_pool_file(s).is_file()]
+
 
 # --------------------------------------------------------------------------- jsonl
 
 
 def iter_jsonl(path: str | Path, errors: ErrorLog | None = None) -> Iterator[tuple[int, dict]]:
-    """Yield (1-based line number, object) for each non-blank line; bad JSON is reported."""
+    """Yield (1-based line number, object) for each non-blank line of a jsonl file.
+
+    The file is read in binary, one line at a time, and each line is decoded on its own, so a
+    bad byte is reported on its exact line and the lines after it are still read. Malformed
+    JSON, non-UTF-8 lines and lines that are not objects go to ``errors`` (raised if None)."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        lineno = 0
-        while True:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark is harmless; json.loads would refuse it
+            if not raw.strip():
+                continue
             try:
-                line = f.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                report(errors, DataError(path, lineno + 1, None, f"not UTF-8 ({e.reason})",
-                                         "re-save the file as UTF-8"))
-                return
-            if not line:
-                return
-            lineno += 1
-            if not line.strip():
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                        "re-save the file as UTF-8",
+                    ),
+                )
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                report(errors, DataError(path, lineno, None, f"malformed JSON ({e.msg} at column {e.colno})",
-                                         "fix or delete this line"))
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"malformed JSON ({e.msg} at column {e.colno})",
+                        "fix or delete this line",
+                    ),
+                )
                 continue
             if not isinstance(obj, dict):
-                report(errors, DataError(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}",
-                                         "each line must be one object"))
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"expected a JSON object, got {type(obj).__name__}",
+                        "each line must be one object",
+                    ),
+                )
                 continue
             yield lineno, obj
 
@@ -119,7 +178,9 @@ def write_jsonl(path: str | Path, objects: Iterable[dict[str, Any]]) -> int:
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list"}
 
 
-def _check(obj: dict, key: str, types: tuple, nullable: bool, path: Path, line: int) -> DataError | None:
+def _check(
+    obj: dict, key: str, types: tuple, nullable: bool, path: Path, line: int
+) -> DataError | None:
     if key not in obj:
         return DataError(path, line, key, "missing field", f"add {key!r} to the record")
     v = obj[key]
@@ -137,7 +198,9 @@ def _check_id(value: str, key: str, path: Path, line: int) -> DataError | None:
     return None
 
 
-def _check_modality(obj: dict, mkey: str, tkey: str, ikey: str, path: Path, line: int) -> DataError | None:
+def _check_modality(
+    obj: dict, mkey: str, tkey: str, ikey: str, path: Path, line: int
+) -> DataError | None:
     try:
         m = Modality.parse(obj[mkey])
     except ValueError as e:
@@ -145,16 +208,23 @@ def _check_modality(obj: dict, mkey: str, tkey: str, ikey: str, path: Path, line
     if m.has_text and not obj.get(tkey):
         return DataError(path, line, tkey, f"modality {m.value!r} needs text but it is empty")
     if m.has_image and not obj.get(ikey):
-        return DataError(path, line, ikey, f"modality {m.value!r} needs an image path but it is empty")
+        return DataError(
+            path, line, ikey, f"modality {m.value!r} needs an image path but it is empty"
+        )
     return None
 
 
 def check_query(obj: dict, path: Path, line: int) -> DataError | None:
     """The first field error of a query object, or None."""
     for key, types, nullable in (
-        ("qid", (str,), False), ("query_txt", (str,), True), ("query_img_path", (str,), True),
-        ("query_modality", (str,), False), ("query_src_content", (str, dict), True),
-        ("pos_cand_list", (list,), False), ("neg_cand_list", (list,), True), ("task_id", (int,), False),
+        ("qid", (str,), False),
+        ("query_txt", (str,), True),
+        ("query_img_path", (str,), True),
+        ("query_modality", (str,), False),
+        ("query_src_content", (str, dict), True),
+        ("pos_cand_list", (list,), False),
+        ("neg_cand_list", (list,), True),
+        ("task_id", (int,), False),
     ):
         if key == "query_src_content" and key not in obj:
             continue  # optional in practice
@@ -167,27 +237,41 @@ def check_query(obj: dict, path: Path, line: int) -> DataError | None:
     if err:
         return err
     if obj["task_id"] not in TASKS:
-        return DataError(path, line, "task_id", f"unknown task id {obj['task_id']}",
-                         f"M-BEIR task ids are {sorted(TASKS)}")
+        return DataError(
+            path,
+            line,
+            "task_id",
+            f"unknown task id {obj['task_id']}",
+            f"M-BEIR task ids are {sorted(TASKS)}",
+        )
     for key in ("pos_cand_list", "neg_cand_list"):
         for did in obj.get(key) or []:
             if not isinstance(did, str) or not _ID_RE.match(did):
-                return DataError(path, line, key, f"malformed did {did!r}", "dids look like 'DATASET_ID:N'")
+                return DataError(
+                    path, line, key, f"malformed did {did!r}", "dids look like 'DATASET_ID:N'"
+                )
     err = _check_modality(obj, "query_modality", "query_txt", "query_img_path", path, line)
     if err:
         return err
     if obj["query_modality"] != TASKS[obj["task_id"]][0]:
-        return DataError(path, line, "query_modality",
-                         f"{obj['query_modality']!r} does not match task {obj['task_id']} "
-                         f"(expects {TASKS[obj['task_id']][0]!r})")
+        return DataError(
+            path,
+            line,
+            "query_modality",
+            f"{obj['query_modality']!r} does not match task {obj['task_id']} "
+            f"(expects {TASKS[obj['task_id']][0]!r})",
+        )
     return None
 
 
 def check_candidate(obj: dict, path: Path, line: int) -> DataError | None:
     """The first field error of a candidate object, or None."""
     for key, types, nullable in (
-        ("did", (str,), False), ("txt", (str,), True), ("img_path", (str,), True),
-        ("modality", (str,), False), ("src_content", (str, dict), True),
+        ("did", (str,), False),
+        ("txt", (str,), True),
+        ("img_path", (str,), True),
+        ("modality", (str,), False),
+        ("src_content", (str, dict), True),
     ):
         if key == "src_content" and key not in obj:
             continue
@@ -231,16 +315,27 @@ def read_pool(path: str | Path, errors: ErrorLog | None = None) -> Iterator[Cand
         yield Candidate.from_json(obj)
 
 
-def iter_qrels(path: str | Path, errors: ErrorLog | None = None) -> Iterator[tuple[int, str, str, int]]:
+def iter_qrels(
+    path: str | Path, errors: ErrorLog | None = None
+) -> Iterator[tuple[int, str, str, int]]:
     """Yield (line, qid, did, task_id) for each positive in a qrels file ``qid 0 did 1 task_id``."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
+    # errors="replace": a bad byte becomes U+FFFD and fails the id check on its own line.
+    with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, raw in enumerate(f, 1):
             parts = raw.split()
             if not parts:
                 continue
             if len(parts) != 5:
-                report(errors, DataError(path, lineno, None, f"expected 5 columns 'qid 0 did 1 task_id', got {len(parts)}"))
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"expected 5 columns 'qid 0 did 1 task_id', got {len(parts)}",
+                    ),
+                )
                 continue
             qid, _, did, rel, task = parts
             bad = _check_id(qid, "qid", path, lineno) or _check_id(did, "did", path, lineno)
@@ -248,8 +343,28 @@ def iter_qrels(path: str | Path, errors: ErrorLog | None = None) -> Iterator[tup
                 report(errors, bad)
                 continue
             if not task.isdigit() or int(task) not in TASKS:
-                report(errors, DataError(path, lineno, "task_id", f"unknown task id {task!r}",
-                                         f"M-BEIR task ids are {sorted(TASKS)}"))
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        "task_id",
+                        f"unknown task id {task!r}",
+                        f"M-BEIR task ids are {sorted(TASKS)}",
+                    ),
+                )
+                continue
+            if not rel.lstrip("-").isdigit():
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"relevance {rel!r} is not an integer",
+                        "M-BEIR qrels lines read 'qid 0 did 1 task_id'",
+                    ),
+                )
                 continue
             if rel != "1":
                 continue  # M-BEIR qrels list positives only; keep any other grade out of the hit set
