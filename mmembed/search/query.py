@@ -1,0 +1,113 @@
+"""Queries against a library: text, an image, or both (composed) -> ranked hits with the file
+each came from. Thread-safe for a server. Knows nothing of terminals, HTML or HTTP."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmembed.search import DEFAULT_K
+from mmembed.search.library import Library, LibraryError
+from mmembed.search.scan import Entry
+from mmembed.search.thumbs import ThumbnailCache
+
+MAX_K = 1000
+
+
+class QueryError(ValueError):
+    """A query that cannot be run as given; the message says what to change."""
+
+
+@dataclass
+class Hit:
+    """One result: rank (1-based), cosine score and the indexed item."""
+
+    rank: int
+    score: float
+    entry: Entry
+
+    def to_json(self) -> dict[str, Any]:
+        e = self.entry
+        return {
+            "rank": self.rank,
+            "score": round(float(self.score), 6),
+            "did": e.did,
+            "modality": e.modality,
+            "path": e.source,
+            "line": e.line,
+            "image": e.image,
+            "text": e.snippet(),
+        }
+
+
+class Searcher:
+    """A library with its model and FAISS index loaded, ready to answer queries."""
+
+    def __init__(self, library: Library, embedder, *, instruction: str | None = None) -> None:
+        fp = str(embedder.fingerprint)
+        if fp != library.fingerprint:
+            raise LibraryError(
+                f"{library.path} was indexed with model {library.model_spec or 'default'} "
+                f"(fingerprint {library.fingerprint[:12]}), not the model given "
+                f"(fingerprint {fp[:12]}); search with the same --model or re-run `mmembed index`"
+            )
+        self.library = library
+        self.embedder = embedder
+        self.instruction = instruction
+        self.index = library.load_index()
+        self.thumbs = ThumbnailCache()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        index_path: str | Path,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        instruction: str | None = None,
+    ) -> Searcher:
+        """Open the library at ``index_path`` with the model it was built with (or ``model``)."""
+        from mmembed.model import load_embedder
+
+        library = Library.open(index_path)
+        embedder = load_embedder(model if model is not None else library.model_spec, device=device)
+        return cls(library, embedder, instruction=instruction)
+
+    def search(
+        self, text: str | None = None, image: Any = None, *, k: int = DEFAULT_K
+    ) -> list[Hit]:
+        """Top-k hits for a text, an image (path or PIL image), or both."""
+        from mmembed.data.records import Item
+
+        text = text.strip() if isinstance(text, str) else None
+        if not text and image is None:
+            raise QueryError("empty query: give some text, an image, or both")
+        if not 1 <= int(k) <= MAX_K:
+            raise QueryError(f"k={k}: ask for between 1 and {MAX_K} results")
+        k = min(int(k), len(self.library))
+        if k == 0:
+            return []
+        item = Item(text=text or None, image=image)
+        with self._lock:  # one encoder forward at a time; torch threads do the parallel work
+            q = self.embedder.encode_queries(
+                [item], instructions=self.instruction, show_progress=False
+            )  # (1, D)
+            scores, ids = self.index.search(q, k)  # (1, k), [[did] * k]
+        hits = []
+        for s, did in zip(scores[0].tolist(), ids[0], strict=True):
+            entry = self.library.entries.get(did)
+            if entry is None:  # padding from an index with fewer than k items
+                continue
+            hits.append(Hit(rank=len(hits) + 1, score=s, entry=entry))
+        return hits
+
+    def thumbnail(self, did: str) -> bytes:
+        """JPEG thumbnail of an indexed image item; KeyError for unknown dids or text items."""
+        entry = self.library.entries.get(did)
+        if entry is None or entry.image is None:
+            raise KeyError(did)
+        path = self.library.resolve_file(entry.image)
+        return self.thumbs.get(path)

@@ -1,0 +1,249 @@
+"""The HTTP app of `mmembed serve`: a JSON search API (text, image upload, both), thumbnails,
+the indexed files themselves (only inside the indexed roots), and a one-page web UI.
+
+Knows nothing of how the index was built; it needs a Searcher. Requires the `serve` extra."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import time
+import urllib.parse
+from importlib import resources
+from typing import Any
+
+from mmembed.data.images import ImageLoadError
+from mmembed.search import DEFAULT_K
+from mmembed.search.query import QueryError, Searcher
+from mmembed.search.thumbs import decode_upload
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _import_fastapi():
+    try:
+        import fastapi
+        import fastapi.responses
+    except ImportError:
+        raise SystemExit("mmembed serve needs FastAPI: pip install 'mmembed[serve]'") from None
+    return fastapi
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 and a clear message,
+    by Content-Length up front and by counting for chunked bodies (buffered, then replayed)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send, status: int, detail: str) -> None:
+        import json
+
+        body = json.dumps({"detail": detail}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        limit_mb = self.max_bytes / (1024 * 1024)
+        too_large = (
+            f"upload too large: the limit is {limit_mb:g} MiB; choose a smaller "
+            "image or start the server with a larger --max-upload-mb"
+        )
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                return await self._refuse(send, 400, "malformed Content-Length header")
+            if n > self.max_bytes:
+                return await self._refuse(send, 413, too_large)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return await self._refuse(send, 413, too_large)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(
+    searcher: Searcher,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    allowed_hosts: list[str] | None = None,
+):
+    """The FastAPI app over ``searcher``. ``allowed_hosts`` (Host header values) guards a
+    loopback server against DNS rebinding; None allows any Host."""
+    fastapi = _import_fastapi()
+    from fastapi import File, Form, HTTPException, Query, Request, UploadFile
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+    app = fastapi.FastAPI(
+        title="mmembed search",
+        version="1",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    page = resources.files("mmembed.search").joinpath("static/index.html").read_text("utf-8")
+
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    def run(text: str | None, image: Any, k: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            hits = searcher.search(text, image, k=k)
+        except QueryError as e:
+            raise HTTPException(400, str(e)) from None
+        took = (time.perf_counter() - t0) * 1000
+        results = []
+        for h in hits:
+            j = h.to_json()
+            j["thumb"] = (
+                f"/api/thumb/{urllib.parse.quote(h.entry.did, safe='')}" if h.entry.image else None
+            )
+            j["file"] = "/api/file?path=" + urllib.parse.quote(
+                h.entry.image or h.entry.source, safe=""
+            )
+            results.append(j)
+        return {
+            "query": {"text": text or None, "image": image is not None},
+            "k": k,
+            "took_ms": round(took, 2),
+            "results": results,
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page() -> HTMLResponse:
+        nonce = secrets.token_urlsafe(16)
+        csp = (
+            f"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            f"script-src 'nonce-{nonce}'; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'"
+        )
+        return HTMLResponse(
+            page.replace("<script>", f'<script nonce="{nonce}">'),
+            headers={"Content-Security-Policy": csp},
+        )
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        data = searcher.library.info()
+        data["max_upload_bytes"] = max_upload_bytes
+        return data
+
+    @app.get("/api/search")
+    def search_get(
+        q: str = Query(..., description="query text"), k: int = Query(DEFAULT_K, ge=1, le=1000)
+    ) -> dict[str, Any]:
+        return run(q, None, k)
+
+    @app.post("/api/search")
+    async def search_post(
+        q: str | None = Form(None),
+        k: int = Form(DEFAULT_K, ge=1, le=1000),
+        image: UploadFile | None = File(None),
+    ) -> JSONResponse:
+        pil = None
+        if image is not None and (image.filename or image.size):
+            data = await image.read()
+            try:
+                pil = decode_upload(data, name=image.filename or "upload")
+            except ImageLoadError as e:
+                raise HTTPException(400, str(e)) from None
+        from starlette.concurrency import run_in_threadpool
+
+        return JSONResponse(await run_in_threadpool(run, q, pil, k))
+
+    @app.get("/api/thumb/{did}")
+    def thumb(did: str) -> Response:
+        try:
+            data = searcher.thumbnail(did)
+        except KeyError:
+            raise HTTPException(404, f"no image item with id {did!r}") from None
+        except PermissionError as e:
+            raise HTTPException(403, str(e)) from None
+        except (FileNotFoundError, ImageLoadError) as e:
+            raise HTTPException(404, str(e)) from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/api/file")
+    def file(
+        path: str = Query(..., description="absolute path of an indexed file"),
+    ) -> FileResponse:
+        try:
+            real = searcher.library.resolve_file(path)
+        except PermissionError as e:
+            raise HTTPException(403, str(e)) from None
+        except FileNotFoundError as e:
+            raise HTTPException(404, str(e)) from None
+        return FileResponse(real, filename=real.name, content_disposition_type="inline")
+
+    return app
+
+
+def serve(
+    searcher: Searcher,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    log_level: str = "info",
+) -> None:
+    """Run the app under uvicorn until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise SystemExit("mmembed serve needs uvicorn: pip install 'mmembed[serve]'") from None
+    hosts = None
+    if is_loopback(host):
+        hosts = ["127.0.0.1", "localhost", "[::1]", "::1"]
+    app = create_app(searcher, max_upload_bytes=max_upload_bytes, allowed_hosts=hosts)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,91 @@
+"""Thumbnails (small JPEGs of indexed images) and decoding of uploaded query images, with the
+same guards as the corpus loader. Knows nothing of indexes, models or HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PIL import Image
+
+from mmembed.data.images import MAX_PIXELS, ImageLoadError, load_image
+
+THUMB_SIDE = 256
+_JPEG_QUALITY = 82
+
+
+class ThumbnailCache:
+    """A bounded LRU of encoded thumbnails keyed by (path, size, mtime_ns, side).
+
+    A file that changes on disk gets a new key, so a stale thumbnail is never served."""
+
+    def __init__(self, max_items: int = 512, side: int = THUMB_SIDE) -> None:
+        self.max_items = max_items
+        self.side = side
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | Path) -> bytes:
+        """JPEG bytes of ``path``'s thumbnail; raises ImageLoadError for unusable files."""
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise ImageLoadError(path, f"cannot stat ({e.strerror})") from None
+        key = (str(path), st.st_size, st.st_mtime_ns, self.side)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        data = thumbnail_bytes(path, side=self.side)
+        with self._lock:
+            self._items[key] = data
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return data
+
+
+def thumbnail_bytes(source: str | Path | Image.Image, *, side: int = THUMB_SIDE) -> bytes:
+    """A JPEG no larger than ``side`` x ``side`` (aspect kept) of an image path or PIL image."""
+    img = load_image(source, max_side=None).copy()
+    img.thumbnail((side, side), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=_JPEG_QUALITY, optimize=True)
+    return buf.getvalue()
+
+
+def data_uri(jpeg: bytes) -> str:
+    """``data:image/jpeg;base64,...`` for embedding a thumbnail in a self-contained page."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def decode_upload(
+    data: bytes, *, name: str = "<upload>", max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Uploaded bytes -> RGB PIL image. Empty, corrupt and oversized (decompression-bomb) images
+    raise ImageLoadError naming ``name``; the pixel count is checked before decoding."""
+    if not data:
+        raise ImageLoadError(name, "empty upload (0 bytes)", "choose an image file")
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageLoadError(
+            name, f"not a readable image ({e})", "upload a JPEG, PNG, WebP, GIF, BMP or TIFF file"
+        ) from None
+    if w * h > max_pixels:
+        raise ImageLoadError(
+            name,
+            f"{w}x{h} pixels exceeds the limit of {max_pixels}",
+            "downscale the image before searching with it",
+        )
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageLoadError(
+            name, f"cannot decode image ({e})", "the file is truncated or corrupt"
+        ) from None
+    return load_image(img)
