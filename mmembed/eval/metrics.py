@@ -1,0 +1,167 @@
+"""Retrieval metrics over ranked lists: M-BEIR's hit-rate Recall@k, and nDCG@k, Recall@k and
+MRR@k as BEIR (pytrec_eval) defines them; a streaming exact top-k over candidate chunks; and
+slow full-matrix references the fast paths are tested against. No benchmark or model knowledge."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------- M-BEIR recall
+
+
+def reference_recall_at_k(relevant: Collection[str], retrieved: Sequence[str], k: int) -> float:
+    """M-BEIR's Recall@k for one query, as its reference evaluation computes it: 1.0 if any
+    relevant candidate is among the first k retrieved, else 0.0 (0.0 with no relevant)."""
+    if not relevant:
+        return 0.0
+    return 1.0 if set(relevant) & set(retrieved[:k]) else 0.0
+
+
+def first_hit_ranks(labels: np.ndarray, positives: Sequence[Collection[int]]) -> np.ndarray:
+    """0-based rank of the first positive in each row of ``labels`` (Q, K), or K when none.
+
+    Vectorised: (query, label) pairs are packed into one int64 key and matched with np.isin,
+    so the cost is O(QK log) whatever the number of positives per query."""
+    labels = np.asarray(labels, dtype=np.int64)
+    nq, k = labels.shape
+    if len(positives) != nq:
+        raise ValueError(f"{nq} ranked rows but {len(positives)} positive sets")
+    if nq == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.int64(1) << np.int64(40)  # labels (hashed dids) stay far below 2**40
+    counts = np.fromiter((len(p) for p in positives), dtype=np.int64, count=nq)
+    pos = np.fromiter(
+        (int(x) for p in positives for x in p), dtype=np.int64, count=int(counts.sum())
+    )
+    if len(pos) and (pos.max() >= shift or pos.min() < 0):
+        raise ValueError("labels must lie in [0, 2**40) to be matched")
+    pos_keys = np.repeat(np.arange(nq, dtype=np.int64), counts) * shift + pos  # (P,)
+    row = np.arange(nq, dtype=np.int64)[:, None]  # (Q, 1)
+    keys = np.where(labels >= 0, row * shift + labels, -1)  # (Q, K); -1 never matches
+    hit = np.isin(keys, pos_keys)  # (Q, K) bool
+    first = np.where(hit.any(axis=1), hit.argmax(axis=1), k)  # (Q,)
+    return first.astype(np.int64)
+
+
+def hit_rate(first_ranks: np.ndarray, k: int) -> float:
+    """Mean over queries of 1[first positive rank < k] (M-BEIR's Recall@k)."""
+    if len(first_ranks) == 0:
+        return float("nan")
+    return float(np.mean(np.asarray(first_ranks) < k))
+
+
+def first_hit_ranks_from_ids(
+    ranked: Sequence[Sequence[str]], positives: Sequence[Collection[str]]
+) -> np.ndarray:
+    """``first_hit_ranks`` for string ids (run files): rank of the first positive or len(row)."""
+    out = np.empty(len(ranked), dtype=np.int64)
+    for i, (row, pos) in enumerate(zip(ranked, positives, strict=True)):
+        out[i] = next((r for r, d in enumerate(row) if d in pos), max(len(row), 1 << 30))
+    return out
+
+
+# --------------------------------------------------------------------------- BEIR metrics
+
+
+def ndcg_at_k(ranked: Sequence[str], grades: Mapping[str, int], k: int = 10) -> float:
+    """nDCG@k with linear gain (trec_eval / pytrec_eval ``ndcg_cut``): sum rel_i / log2(i + 1)."""
+    dcg = sum(max(grades.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_fraction_at_k(ranked: Sequence[str], grades: Mapping[str, int], k: int = 100) -> float:
+    """Fraction of the relevant documents (grade > 0) found in the top k (BEIR's Recall@k)."""
+    relevant = {d for d, g in grades.items() if g > 0}
+    if not relevant:
+        return 0.0
+    return len(relevant.intersection(ranked[:k])) / len(relevant)
+
+
+def mrr_at_k(ranked: Sequence[str], grades: Mapping[str, int], k: int = 10) -> float:
+    """1 / rank of the first relevant document within the top k, else 0."""
+    for i, d in enumerate(ranked[:k]):
+        if grades.get(d, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def beir_scores(
+    run: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    ndcg_k: int = 10,
+    recall_k: int = 100,
+    mrr_k: int = 10,
+    ignore_identical_ids: bool = True,
+) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100, MRR@10 over the queries of ``qrels`` that have a relevant
+    document; a query missing from ``run`` scores 0. ``ignore_identical_ids`` drops a retrieved
+    document whose id equals the query id (BEIR's default, for corpora that hold the queries)."""
+    totals = {f"nDCG@{ndcg_k}": 0.0, f"Recall@{recall_k}": 0.0, f"MRR@{mrr_k}": 0.0}
+    n = 0
+    for qid, grades in qrels.items():
+        if not any(g > 0 for g in grades.values()):
+            continue
+        ranked = list(run.get(qid, ()))
+        if ignore_identical_ids:
+            ranked = [d for d in ranked if d != qid]
+        totals[f"nDCG@{ndcg_k}"] += ndcg_at_k(ranked, grades, ndcg_k)
+        totals[f"Recall@{recall_k}"] += recall_fraction_at_k(ranked, grades, recall_k)
+        totals[f"MRR@{mrr_k}"] += mrr_at_k(ranked, grades, mrr_k)
+        n += 1
+    return {name: (v / n if n else float("nan")) for name, v in totals.items()} | {"queries": n}
+
+
+# --------------------------------------------------------------------------- exact top-k
+
+
+def streaming_topk(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    *,
+    query_chunk: int = 1024,
+    cand_chunk: int = 32_768,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k (scores (Q, k), rows (Q, k) int64) without a Q x N matrix:
+    candidates (any float dtype, a memmap is fine) are scanned in chunks and a running top-k is
+    kept, so memory is O(query_chunk x cand_chunk + Q x k). Ties keep the lower row first."""
+    q_all = np.ascontiguousarray(queries, dtype=np.float32)
+    nq, n = q_all.shape[0], candidates.shape[0]
+    k = min(k, n)
+    out_s = np.empty((nq, k), dtype=np.float32)
+    out_i = np.empty((nq, k), dtype=np.int64)
+    for qs in range(0, nq, query_chunk):
+        q = q_all[qs : qs + query_chunk]  # (b, d)
+        best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
+        best_i = np.empty((len(q), 0), dtype=np.int64)
+        for cs in range(0, n, cand_chunk):
+            c = np.asarray(candidates[cs : cs + cand_chunk], dtype=np.float32)  # (c, d)
+            s = q @ c.T  # (b, c)
+            idx = np.broadcast_to(np.arange(cs, cs + len(c), dtype=np.int64), s.shape)
+            s = np.concatenate([best_s, s], axis=1)  # (b, k + c)
+            idx = np.concatenate([best_i, idx], axis=1)
+            if s.shape[1] > k:
+                part = np.argpartition(-s, k - 1, axis=1)[:, :k]  # (b, k) unordered
+                best_s, best_i = np.take_along_axis(s, part, 1), np.take_along_axis(idx, part, 1)
+            else:
+                best_s, best_i = s, idx
+        # final order: score descending, then row ascending (deterministic ties)
+        order = np.lexsort((best_i, -best_s), axis=1)
+        out_s[qs : qs + len(q)] = np.take_along_axis(best_s, order, 1)
+        out_i[qs : qs + len(q)] = np.take_along_axis(best_i, order, 1)
+    return out_s, out_i
+
+
+def full_matrix_topk(
+    queries: np.ndarray, candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The slow reference: the whole (Q, N) score matrix, sorted (ties by row)."""
+    s = np.asarray(queries, np.float32) @ np.asarray(candidates, np.float32).T  # (Q, N)
+    order = np.lexsort((np.broadcast_to(np.arange(s.shape[1]), s.shape), -s), axis=1)[:, :k]
+    return np.take_along_axis(s, order, 1), order.astype(np.int64)

@@ -1,0 +1,119 @@
+"""Metrics: M-BEIR hit-rate recall (fast vectorised path vs the reference's per-query function),
+BEIR nDCG@10 / Recall@100 / MRR@10 against hand computation, streaming top-k vs full matrix."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mmembed.eval.metrics import (
+    beir_scores,
+    first_hit_ranks,
+    first_hit_ranks_from_ids,
+    full_matrix_topk,
+    hit_rate,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_fraction_at_k,
+    reference_recall_at_k,
+    streaming_topk,
+)
+from mmembed.index import Index
+
+
+def test_reference_recall_is_a_hit_rate():
+    assert reference_recall_at_k({"a", "b", "c"}, ["x", "b", "y"], 2) == 1.0  # not 1/3
+    assert reference_recall_at_k({"a"}, ["x", "y", "a"], 2) == 0.0
+    assert reference_recall_at_k(set(), ["x"], 5) == 0.0
+
+
+def test_first_hit_ranks_matches_reference():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 60, size=(200, 10))
+    labels[5, 3:] = -1  # a short row
+    positives = [set(rng.integers(0, 60, size=rng.integers(0, 6)).tolist()) for _ in range(200)]
+    ranks = first_hit_ranks(labels, positives)
+    for k in (1, 5, 10):
+        ref = np.mean(
+            [
+                reference_recall_at_k(p, [x for x in row if x >= 0], k)
+                for row, p in zip(labels.tolist(), positives, strict=True)
+            ]
+        )
+        assert hit_rate(ranks, k) == pytest.approx(ref)
+    ids = [[str(x) for x in row if x >= 0] for row in labels.tolist()]
+    by_ids = first_hit_ranks_from_ids(ids, [{str(x) for x in p} for p in positives])
+    assert ((by_ids < 10) == (ranks < 10)).all()
+    assert (by_ids[ranks < 10] == ranks[ranks < 10]).all()
+
+
+def test_streaming_topk_equals_full_matrix(tmp_path):
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((37, 16)).astype(np.float32)
+    c = rng.standard_normal((1001, 16)).astype(np.float32)
+    ref_s, ref_i = full_matrix_topk(q, c, 12)
+    s, i = streaming_topk(q, c, 12, query_chunk=8, cand_chunk=100)
+    assert (i == ref_i).all() and np.allclose(s, ref_s, atol=1e-5)
+    np.save(tmp_path / "c.npy", c.astype(np.float16))  # fp16 memmap, the encode output format
+    mm = np.load(tmp_path / "c.npy", mmap_mode="r")
+    s16, i16 = streaming_topk(q, mm, 5, cand_chunk=64)
+    ref16 = full_matrix_topk(q, c.astype(np.float16).astype(np.float32), 5)
+    assert (i16 == ref16[1]).all()
+
+
+def test_chunked_pipeline_agrees_with_full_matrix_reference():
+    """FAISS top-k in query chunks + vectorised hits == dense matrix + the reference function."""
+    rng = np.random.default_rng(2)
+    c = rng.standard_normal((800, 24)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    q = c[rng.integers(0, 800, 150)] + 0.8 * rng.standard_normal((150, 24)).astype(np.float32)
+    dids = [f"4:{n}" for n in range(800)]
+    positives = [
+        set(rng.choice(800, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(150)
+    ]
+    index = Index.build(c, dids)
+    _, labels = index.search_labels(q, 10, batch_size=16)
+    pos_labels = [set(index.labels_of([dids[j] for j in p]).tolist()) for p in positives]
+    ranks = first_hit_ranks(labels, pos_labels)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    dense = qn @ c.T  # (Q, N): what the streaming path must never hold
+    for k in (1, 5, 10):
+        ref = np.mean(
+            [
+                reference_recall_at_k(
+                    {dids[j] for j in p}, [dids[j] for j in np.argsort(-row)[:k]], k
+                )
+                for row, p in zip(dense, positives, strict=True)
+            ]
+        )
+        assert hit_rate(ranks, k) == pytest.approx(ref)
+
+
+def test_beir_metrics_by_hand():
+    ranked = ["a", "b", "c", "d"]
+    grades = {"b": 2, "d": 1, "e": 1}
+    # DCG@10: b at rank 2 (gain 2), d at rank 4 (gain 1); ideal order 2, 1, 1
+    dcg = 2 / math.log2(3) + 1 / math.log2(5)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at_k(ranked, grades, 10) == pytest.approx(dcg / idcg)
+    assert ndcg_at_k(ranked, grades, 10) == pytest.approx(0.540585, abs=1e-6)
+    assert ndcg_at_k(ranked, grades, 2) == pytest.approx(
+        (2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    )
+    assert mrr_at_k(ranked, grades, 10) == 0.5
+    assert mrr_at_k(ranked, grades, 1) == 0.0
+    assert recall_fraction_at_k(ranked, grades, 100) == pytest.approx(2 / 3)
+    assert recall_fraction_at_k(ranked, grades, 3) == pytest.approx(1 / 3)
+    run = {"q1": ranked, "q2": ["q2", "z", "y"], "q3": []}
+    qrels = {"q1": grades, "q2": {"y": 1}, "q3": {"x": 1}, "q4": {"x": 0}}
+    scores = beir_scores(run, qrels)
+    # q2: the identical id is dropped, y moves to rank 2; q3 retrieves nothing; q4 has no relevant
+    q2_ndcg = (1 / math.log2(3)) / 1.0
+    assert scores["queries"] == 3
+    assert scores["nDCG@10"] == pytest.approx((dcg / idcg + q2_ndcg + 0) / 3)
+    assert scores["MRR@10"] == pytest.approx((0.5 + 0.5 + 0) / 3)
+    assert scores["Recall@100"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    kept = beir_scores(run, qrels, ignore_identical_ids=False)
+    assert kept["MRR@10"] == pytest.approx((0.5 + 1 / 3) / 3)
