@@ -1,0 +1,95 @@
+"""Loading a reranker model from a path: a LLaVA-Next checkpoint folder (model + processor), any
+causal LM folder (model + tokenizer), or a GGUF file. Chooses device and dtype. Knows nothing
+of prompts beyond passing them on, nor of runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mmembed.rerank.prompts import PromptSet
+from mmembed.rerank.scorer import Reranker
+
+log = logging.getLogger(__name__)
+
+# model_type in config.json -> (transformers model class name, processor class name)
+MULTIMODAL: dict[str, tuple[str, str]] = {
+    "llava_next": ("LlavaNextForConditionalGeneration", "AutoProcessor"),
+}
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, dtype: str | None = None) -> Any:
+    """bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on the CPU, unless told."""
+    import torch
+
+    if dtype:
+        try:
+            return getattr(torch, DTYPES[dtype.lower()])
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _gguf_in(folder: Path) -> Path | None:
+    files = sorted(folder.glob("*.gguf"))
+    if len(files) > 1:
+        names = ", ".join(f.name for f in files)
+        raise ValueError(f"{folder}: several GGUF files ({names}); pass the one to use as --model")
+    return files[0] if files else None
+
+
+def load_reranker(
+    path: str | Path,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    prompts: PromptSet | None = None,
+    chat: str | None = None,
+) -> Reranker:
+    """A Reranker from a local checkpoint folder, a ``.gguf`` file, or (with network) a hub name."""
+    import transformers
+
+    device = pick_device(device)
+    torch_dtype = pick_dtype(device, dtype)
+    p = Path(path)
+    gguf = p if p.is_file() and p.suffix == ".gguf" else None
+    if gguf is None and p.is_dir() and not (p / "config.json").exists():
+        gguf = _gguf_in(p)
+        if gguf is None:
+            raise FileNotFoundError(f"{p}: no config.json and no .gguf file; point --model at a checkpoint folder")
+    if gguf is None and not p.exists() and (p.suffix or str(path).startswith((".", "/"))):
+        raise FileNotFoundError(f"{path}: no such model file or folder")
+
+    if gguf is not None:
+        log.info("loading GGUF causal LM %s (dequantised to %s)", gguf, torch_dtype)
+        kw = {"gguf_file": gguf.name}
+        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch_dtype, **kw)
+        return Reranker(model.to(device), tokenizer=tok, prompts=prompts, chat=chat, name=gguf.name)
+
+    config = transformers.AutoConfig.from_pretrained(str(path))
+    entry = MULTIMODAL.get(getattr(config, "model_type", ""))
+    if entry is not None:
+        model_cls, proc_cls = (getattr(transformers, n) for n in entry)
+        log.info("loading %s + %s from %s", entry[0], entry[1], path)
+        processor = proc_cls.from_pretrained(str(path))
+        model = model_cls.from_pretrained(str(path), dtype=torch_dtype)
+        return Reranker(model.to(device), processor=processor, prompts=prompts, chat=chat, name=str(path))
+    log.info("loading causal LM %s", path)
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+    return Reranker(model.to(device), tokenizer=tok, prompts=prompts, chat=chat, name=str(path))
