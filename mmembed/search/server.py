@@ -3,8 +3,8 @@ the indexed files themselves (only inside the indexed roots), and a one-page web
 
 Knows nothing of how the index was built; it needs a Searcher. Requires the `serve` extra."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at
+# runtime, and they name classes imported inside create_app.
 import ipaddress
 import secrets
 import time
