@@ -27,6 +27,9 @@ QUERY_FILE_RE = re.compile(
 POOL_FILE_RE = re.compile(
     r"^mbeir_(?P<name>[a-z0-9_]+?)_task(?P<task>\d+)(?:_(?P<split>train|val|test))?_cand_pool\.jsonl$"
 )
+QRELS_FILE_RE = re.compile(
+    r"^mbeir_(?P<name>[a-z0-9_]+?)_task(?P<task>\d+)_(?P<split>train|val|test)_qrels\.txt$"
+)
 GLOBAL_POOL_RE = re.compile(r"^mbeir_union_(?P<split>train|val|test)_cand_pool\.jsonl$")
 
 
