@@ -82,15 +82,14 @@ def index(
             old_spec = Library.open(path).model_spec
         except LibraryError as e:
             _fail(str(e))
-    spec = model if model is not None else old_spec
-    if model is not None and Library.exists(path) and model != old_spec:
-        console.print(
-            f"model changed ({old_spec or 'default'} -> {model}): every item is re-encoded"
-        )
-    from mmembed.model import load_embedder
+    spec = _model_spec(model) if model is not None else old_spec
+    if spec is None:  # pin the current default, so a later change of default cannot strand us
+        from mmembed.model import default_model_name
 
-    with console.status("loading model…"):
-        embedder = load_embedder(spec, device=device)
+        spec = default_model_name()
+    if Library.exists(path) and spec != old_spec:
+        console.print(f"model changed ({old_spec} -> {spec}): every item is re-encoded")
+    embedder = _load_model(console, spec, device)
     progress = Progress(
         TextColumn("encoding"),
         BarColumn(),
@@ -131,6 +130,22 @@ def index(
         status.stop()
         progress.stop()
     _print_report(console, path, report, show_skipped)
+
+
+def _model_spec(model: str) -> str:
+    """A model argument as stored in the index: folders and files as absolute paths."""
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else model
+
+
+def _load_model(console, spec: str | None, device: str | None):
+    from mmembed.model import load_embedder
+
+    with console.status(f"loading model {spec or 'default'}…"):
+        try:
+            return load_embedder(spec, device=device)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            _fail(f"cannot load model {spec!r}: {e}")
 
 
 def _print_report(console, path: Path, report, show_skipped: int) -> None:

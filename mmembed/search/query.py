@@ -73,7 +73,11 @@ class Searcher:
         from mmembed.model import load_embedder
 
         library = Library.open(index_path)
-        embedder = load_embedder(model if model is not None else library.model_spec, device=device)
+        spec = model if model is not None else library.model_spec
+        try:
+            embedder = load_embedder(spec, device=device)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise LibraryError(f"cannot load model {spec!r} for {index_path}: {e}") from None
         return cls(library, embedder, instruction=instruction)
 
     def search(
@@ -95,7 +99,8 @@ class Searcher:
             q = self.embedder.encode_queries(
                 [item], instructions=self.instruction, show_progress=False
             )  # (1, D)
-            scores, ids = self.index.search(q, k)  # (1, k), [[did] * k]
+            fp = str(self.embedder.fingerprint)
+            scores, ids = self.index.search(q, k, fingerprint=fp)  # (1, k), [[did] * k]
         hits = []
         for s, did in zip(scores[0].tolist(), ids[0], strict=True):
             entry = self.library.entries.get(did)

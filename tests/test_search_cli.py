@@ -1,0 +1,101 @@
+"""`mmembed index` / `mmembed search` end to end with a real (tiny, random) saved model, and the
+self-contained HTML results page."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmembed.search.testing import draw_corpus
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+
+    from mmembed.model.testing import tiny_embedder
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_embedder(seed=0).save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def cli():
+    from mmembed.cli import app
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_index_search_json_html_with_a_saved_model(cli, tiny_model: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    draw_corpus(photos)
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (photos / "records.jsonl").write_text(
+        '{"text": "a caption with <script>alert(1)</script>", "image": "red.png"}\nnot json\n'
+    )
+    lib = tmp_path / "lib"
+    r = cli("index", photos, "--index", lib, "--model", tiny_model)
+    assert r.exit_code == 0, r.output
+    assert "7 searchable (7 encoded now, 0 reused)" in r.output
+    assert "skipped" in r.output and "broken.png" in r.output and "records.jsonl:2" in r.output
+
+    again = cli("index", "--index", lib)  # refresh with the model the index remembers
+    assert again.exit_code == 0 and "0 encoded now, 7 reused" in again.output
+
+    r = cli("search", "a red thing", "--index", lib, "--k", 5, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert [h["rank"] for h in out["results"]] == [1, 2, 3, 4, 5]
+    scores = [h["score"] for h in out["results"]]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1.0001 for s in scores)
+
+    r = cli("search", "--image", photos / "blue.png", "--index", lib, "-k", 3)
+    assert r.exit_code == 0 and "3 results for" in r.output
+
+    page = tmp_path / "out" / "page.html"
+    r = cli(
+        "search",
+        "caption",
+        "--image",
+        photos / "green.png",
+        "--index",
+        lib,
+        "--k",
+        7,
+        "--html",
+        page,
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.output)["results"]
+    html = page.read_text(encoding="utf-8")
+    n_images = sum(1 for h in results if h["image"])
+    assert html.count('src="data:image/jpeg;base64,') == n_images + 1  # + the query image
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    hrefs = set(re.findall(r'href="([^"]+)"', html))
+    assert hrefs and all((page.parent / urllib.parse.unquote(h)).is_file() for h in hrefs)
+
+
+def test_cli_errors_are_clear(cli, tiny_model: Path, tmp_path: Path) -> None:
+    r = cli("search", "anything", "--index", tmp_path / "none")
+    assert r.exit_code == 2 and "run `mmembed index" in r.output
+    r = cli("search", "--index", tmp_path / "none")
+    assert r.exit_code == 2 and "give query text" in r.output
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    r = cli("search", "--image", bad, "--index", tmp_path / "none")
+    assert r.exit_code == 2 and "bad.png" in r.output and "empty" in r.output
+    r = cli(
+        "index", tmp_path / "missing-folder", "--index", tmp_path / "lib", "--model", tiny_model
+    )
+    assert r.exit_code == 2 and "missing-folder" in r.output and "not a folder" in r.output
+    r = cli("index", tmp_path, "--index", tmp_path / "lib2", "--model", tmp_path / "not-a-model")
+    assert r.exit_code == 2 and "cannot load model" in r.output
