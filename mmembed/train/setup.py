@@ -1,0 +1,182 @@
+"""Model setup for training: LoRA adapters through peft on the text model (targets from the
+config), projector and pooler fully trained, vision tower frozen (kept in eval mode) or trained,
+gradient checkpointing, LoRA merging for export, and a cache of frozen vision features. Knows
+nothing about data order, losses or processes; the model is any Embedder-like nn.Module."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmembed.train.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    """True when a dotted parameter/module name contains one of ``patterns`` as whole components."""
+    dotted = f".{name}."
+    return any(f".{p.strip('.')}." in dotted for p in patterns)
+
+
+@dataclass
+class SetupReport:
+    trainable: int
+    total: int
+    lora_modules: int
+    frozen_prefixes: list[str]
+
+    def __str__(self) -> str:
+        share = 100.0 * self.trainable / max(1, self.total)
+        return (
+            f"trainable parameters: {self.trainable:,} of {self.total:,} ({share:.2f}%), "
+            f"LoRA on {self.lora_modules} modules"
+        )
+
+
+def language_model(model: nn.Module) -> nn.Module:
+    backbone = getattr(model, "backbone", model)
+    lm = getattr(backbone, "language_model", None)
+    if lm is None:
+        raise ValueError(
+            f"{type(model).__name__} has no backbone.language_model to put LoRA adapters on"
+        )
+    return lm
+
+
+def add_lora(model: nn.Module, cfg: ModelConfig) -> int:
+    """Inject LoRA adapters into the text model's modules named in ``cfg.lora.targets``."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as e:  # pragma: no cover - peft is a core dependency
+        raise ImportError("LoRA needs peft: pip install peft") from e
+    lm = language_model(model)
+    names = {n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, nn.Linear)}
+    targets = [t for t in cfg.lora.targets if t in names]
+    if not targets:
+        raise ValueError(
+            f"model.lora.targets {cfg.lora.targets} match no Linear module of the text "
+            f"model; its Linear modules are named {sorted(names)}"
+        )
+    lcfg = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=targets,
+        bias="none",
+    )
+    inject_adapter_in_model(lcfg, lm)
+    return sum(
+        1 for m in lm.modules() if hasattr(m, "lora_A") and len(getattr(m, "lora_A", {})) > 0
+    )
+
+
+def prepare_model(model: nn.Module, cfg: ModelConfig) -> SetupReport:
+    """Apply LoRA, freezing and gradient checkpointing in place; returns what is trainable.
+
+    With LoRA: only adapters plus ``train_modules`` train. Without: everything trains except
+    ``freeze_modules`` and, when ``freeze_vision``, the vision tower. ``train_modules`` always train."""
+    n_lora = add_lora(model, cfg) if cfg.lora.enabled else 0
+    frozen = list(cfg.freeze_modules) + (list(cfg.vision_modules) if cfg.freeze_vision else [])
+    for name, p in model.named_parameters():
+        if cfg.lora.enabled:
+            train = "lora_" in name
+        else:
+            train = not _matches(name, frozen)
+        if _matches(name, cfg.train_modules) and not (
+            cfg.freeze_vision and _matches(name, cfg.vision_modules)
+        ):
+            train = True
+        p.requires_grad_(train)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    report = SetupReport(trainable, total, n_lora, frozen)
+    log.info("%s", report)
+    return report
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Non-reentrant checkpointing on every transformers model inside (works with frozen inputs)."""
+    done = 0
+    for m in model.modules():
+        if hasattr(m, "gradient_checkpointing_enable") and hasattr(
+            m, "supports_gradient_checkpointing"
+        ):
+            if m.supports_gradient_checkpointing:
+                m.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
+                done += 1
+    if not done:
+        log.warning(
+            "gradient_checkpointing: no transformers module in the model supports it; ignored"
+        )
+
+
+def set_train_mode(model: nn.Module, cfg: ModelConfig) -> None:
+    """model.train(), but frozen vision towers stay in eval mode (batch norm statistics and
+    dropout of a frozen tower must not change, and cached features must stay valid)."""
+    model.train()
+    if cfg.freeze_vision:
+        for name, m in model.named_modules():
+            if (
+                name
+                and _matches(name, cfg.vision_modules)
+                and not _matches(name.rsplit(".", 1)[0], cfg.vision_modules)
+            ):
+                m.eval()
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA adapter into its base Linear and put the plain Linear back, so the model
+    saves and loads as an ordinary Embedder."""
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        if (
+            hasattr(module, "lora_A")
+            and hasattr(module, "get_base_layer")
+            and hasattr(module, "merge")
+        ):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+            replaced += 1
+    if replaced:
+        log.info("merged %d LoRA adapters", replaced)
+    return model
+
+
+class VisionFeatureCache:
+    """Frozen-tower vision features by image key, computed once (no graph) and reused: the batch
+    then carries ``vision_features`` (M, N, C) instead of ``pixel_values``. Stored as ``dtype``
+    (fp16 by default: half the memory; pass float32 for bit-exact reuse)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
+        self.model = model
+        self.dtype = dtype
+        self.store: dict[str, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def features(self, keys: list[str], pixel_loader: Any) -> torch.Tensor:
+        """(M, N, C) for ``keys``; ``pixel_loader(missing_keys) -> (m, 3, H, W)`` for new images."""
+        missing = list(dict.fromkeys(k for k in keys if k not in self.store))
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            backbone = getattr(self.model, "backbone", self.model)
+            pixels = pixel_loader(missing)  # (m, 3, H, W)
+            dev = next(backbone.parameters()).device
+            dtype = next(backbone.parameters()).dtype
+            with torch.no_grad():
+                feats = backbone.vision_features(pixels.to(dev, dtype))  # (m, N, C)
+            for k, f in zip(missing, feats, strict=True):
+                self.store[k] = f.detach().to("cpu", self.dtype)
+        return torch.stack([self.store[k] for k in keys])  # (M, N, C)
