@@ -83,10 +83,7 @@ def prepare_model(model: nn.Module, cfg: ModelConfig) -> SetupReport:
     n_lora = add_lora(model, cfg) if cfg.lora.enabled else 0
     frozen = list(cfg.freeze_modules) + (list(cfg.vision_modules) if cfg.freeze_vision else [])
     for name, p in model.named_parameters():
-        if cfg.lora.enabled:
-            train = "lora_" in name
-        else:
-            train = not _matches(name, frozen)
+        train = "lora_" in name if cfg.lora.enabled else not _matches(name, frozen)
         if _matches(name, cfg.train_modules) and not (
             cfg.freeze_vision and _matches(name, cfg.vision_modules)
         ):
@@ -105,14 +102,13 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Non-reentrant checkpointing on every transformers model inside (works with frozen inputs)."""
     done = 0
     for m in model.modules():
-        if hasattr(m, "gradient_checkpointing_enable") and hasattr(
-            m, "supports_gradient_checkpointing"
+        if (
+            hasattr(m, "gradient_checkpointing_enable")
+            and hasattr(m, "supports_gradient_checkpointing")
+            and m.supports_gradient_checkpointing
         ):
-            if m.supports_gradient_checkpointing:
-                m.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
-                done += 1
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            done += 1
     if not done:
         log.warning(
             "gradient_checkpointing: no transformers module in the model supports it; ignored"

@@ -137,7 +137,10 @@ def run_step(
     """Forward + backward of one batch (gradients accumulate in the parameters)."""
     meta = prep.meta
     if grad_cache:
-        sync = lambda last: nullcontext() if last else accelerator.no_sync(model)
+
+        def sync(last):
+            return nullcontext() if last else accelerator.no_sync(model)
+
         return grad_cache_step(
             model,
             prep.query_chunks,
