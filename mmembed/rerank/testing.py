@@ -15,7 +15,7 @@ _CORPUS = [
     "Query: a red cat on the mat. Candidate image: Candidate text: Candidate (image and text):",
     "Does the candidate image match the query text? Answer True or False. Answer: True",
     "Is the candidate the query image changed as the query text says? Answer: False",
-    "True False True. False. yes no the a of and with in to describe show same thing passage",
+    "True\nFalse\nTrue\nFalse\nTrue False True. False. yes no the a of and with in to describe show same thing passage",
     "dog bird fish tree house car blue green yellow smiling face heart star moon sun",
     "Retrieve a text that describes the given image. Retrieve a passage that answers it.",
 ]
