@@ -53,15 +53,30 @@ def world(tmp_path: Path):
     q = {
         "9:1": Query("9:1", "a red cat on the mat", None, Modality.TEXT, 0, ["9:100"]),
         "2:1": Query("2:1", "what is a dog", None, Modality.TEXT, 1, ["2:100"]),
-        "8:1": Query("8:1", "with a blue sky", _png(tmp_path / "q8.png", 99), Modality.IMAGE_TEXT, 7, ["8:100"]),
+        "8:1": Query(
+            "8:1",
+            "with a blue sky",
+            _png(tmp_path / "q8.png", 99),
+            Modality.IMAGE_TEXT,
+            7,
+            ["8:100"],
+        ),
     }
     c: dict[str, Candidate] = {}
     for i in range(14):
-        c[f"9:{100 + i}"] = Candidate(f"9:{100 + i}", None, _png(tmp_path / f"c9_{i}.png", i), Modality.IMAGE)
-        c[f"2:{100 + i}"] = Candidate(f"2:{100 + i}", f"passage {i} about a dog and a tree", None, Modality.TEXT)
-        c[f"8:{100 + i}"] = Candidate(f"8:{100 + i}", None, _png(tmp_path / f"c8_{i}.png", 50 + i), Modality.IMAGE)
+        c[f"9:{100 + i}"] = Candidate(
+            f"9:{100 + i}", None, _png(tmp_path / f"c9_{i}.png", i), Modality.IMAGE
+        )
+        c[f"2:{100 + i}"] = Candidate(
+            f"2:{100 + i}", f"passage {i} about a dog and a tree", None, Modality.TEXT
+        )
+        c[f"8:{100 + i}"] = Candidate(
+            f"8:{100 + i}", None, _png(tmp_path / f"c8_{i}.png", 50 + i), Modality.IMAGE
+        )
     c["9:102"].image_path = "broken.png"  # rank 3 of query 9:1 cannot be read
-    run = {qid: [(f"{qid.split(':')[0]}:{100 + i}", 1.0 - 0.05 * i) for i in range(14)] for qid in q}
+    run = {
+        qid: [(f"{qid.split(':')[0]}:{100 + i}", 1.0 - 0.05 * i) for i in range(14)] for qid in q
+    }
     return tmp_path, q, c, run
 
 
@@ -153,10 +168,12 @@ def _hand_prob(logits_row, tok, text) -> float:
 
 
 def test_text_scores_equal_hand_computation_and_batching(text_lm):
-    prompts = ["Query: a red cat\nCandidate: the dog\nAnswer:",
-               "Query: what is a tree\nCandidate: a passage with many words about a green tree and sun\nAnswer:"]
+    prompts = [
+        "Query: a red cat\nCandidate: the dog\nAnswer:",
+        "Query: what is a tree\nCandidate: a passage with many words about a green tree and sun\nAnswer:",
+    ]
     got = text_lm.score_batch(prompts)
-    for text, p in zip(prompts, got.probs):
+    for text, p in zip(prompts, got.probs, strict=True):
         enc = text_lm.tokenizer(text, return_tensors="pt")
         with torch.no_grad():
             row = text_lm.model(**enc).logits[0, -1]
@@ -169,11 +186,13 @@ def test_llava_scores_equal_hand_computation_with_two_images(llava):
     from PIL import Image
 
     ims = [Image.new("RGB", (30 + 9 * i, 28), (40 * i, 200 - 30 * i, 90)) for i in range(3)]
-    prompts = [f"Query: {IMAGE_MARKER}\nas a firefighter\nCandidate: {IMAGE_MARKER}\nAnswer:",
-               f"Query: {IMAGE_MARKER}\nCandidate: {IMAGE_MARKER}\na blue car in the sun\nAnswer:"]
+    prompts = [
+        f"Query: {IMAGE_MARKER}\nas a firefighter\nCandidate: {IMAGE_MARKER}\nAnswer:",
+        f"Query: {IMAGE_MARKER}\nCandidate: {IMAGE_MARKER}\na blue car in the sun\nAnswer:",
+    ]
     images = [[ims[0], ims[1]], [ims[2], ims[0]]]
     got = llava.score_batch(prompts, images)
-    for text, im, p in zip(prompts, images, got.probs):
+    for text, im, p in zip(prompts, images, got.probs, strict=True):
         enc = llava.processor(images=[im], text=[text], return_tensors="pt")
         with torch.no_grad():
             row = llava.model(**enc).logits[0, -1]
@@ -186,8 +205,12 @@ def test_llava_scores_equal_hand_computation_with_two_images(llava):
 
 def test_scores_are_deterministic_across_instances(world):
     root, q, c, run = world
-    a = rerank_run(run, q, c, tiny_llava_reranker(seed=3), k=5, image_root=root, show_progress=False)
-    b = rerank_run(run, q, c, tiny_llava_reranker(seed=3), k=5, image_root=root, show_progress=False)
+    a = rerank_run(
+        run, q, c, tiny_llava_reranker(seed=3), k=5, image_root=root, show_progress=False
+    )
+    b = rerank_run(
+        run, q, c, tiny_llava_reranker(seed=3), k=5, image_root=root, show_progress=False
+    )
     assert [p.prob for p in a.pairs] == [p.prob for p in b.pairs]
     assert a.run == b.run
 
@@ -225,7 +248,9 @@ def test_only_top_k_reordered_and_unreadable_image_keeps_rank(world, llava):
         new = res.run[qid]
         assert new[k:] == ranked[k:]  # below k: same candidates, same scores, same ranks
         assert sorted(d for d, _ in new[:k]) == sorted(d for d, _ in ranked[:k])
-        assert [s for _, s in new[:k]] == [s for _, s in ranked[:k]]  # first-stage scores reassigned
+        assert [s for _, s in new[:k]] == [
+            s for _, s in ranked[:k]
+        ]  # first-stage scores reassigned
         pairs = [p for p in res.pairs if p.qid == qid]
         assert len(pairs) == k
         scored = sorted((p for p in pairs if p.prob is not None), key=lambda p: p.new_rank)
@@ -275,7 +300,9 @@ def test_unknown_ids_are_reported_not_fatal(world, text_lm):
 def test_long_text_is_truncated_and_reported(world, text_lm):
     root, q, c, run = world
     c["2:100"].text = "tree " * 400
-    res = rerank_run({"2:1": run["2:1"]}, q, c, text_lm, k=3, max_text_tokens=32, show_progress=False)
+    res = rerank_run(
+        {"2:1": run["2:1"]}, q, c, text_lm, k=3, max_text_tokens=32, show_progress=False
+    )
     assert res.report.truncated == ["d:2:100"]
     assert "truncated" in res.report.summary()
     # the truncated pair is scored exactly as the prompt built from the cut text

@@ -40,19 +40,37 @@ def _tree(root: Path) -> dict[str, list[tuple[str, float]]]:
     lay = Layout(root)
     (root / "images").mkdir(parents=True)
     for i in range(8):
-        Image.new("RGB", (30, 30 + i), (30 * i, 10, 200 - 20 * i)).save(root / "images" / f"{i}.png")
+        Image.new("RGB", (30, 30 + i), (30 * i, 10, 200 - 20 * i)).save(
+            root / "images" / f"{i}.png"
+        )
     (root / "images" / "7.png").write_bytes(b"")  # unreadable: empty file
-    queries = [Query(f"9:{i}", f"caption number {i}", None, Modality.TEXT, 0, [f"9:{10 + i}"]) for i in range(3)]
+    queries = [
+        Query(f"9:{i}", f"caption number {i}", None, Modality.TEXT, 0, [f"9:{10 + i}"])
+        for i in range(3)
+    ]
     cands = [Candidate(f"9:{10 + i}", None, f"images/{i}.png", Modality.IMAGE) for i in range(8)]
     write_queries(lay.query_file("MSCOCO", 0, "test"), queries)
     write_qrels(lay.qrels_file("MSCOCO", 0, "test"), queries)
     write_pool(lay.pool_file("MSCOCO", 0), cands)
-    write_instructions(lay.instructions_file, InstructionTable([
-        InstructionRow("text", "image", "MSCOCO", 9, ["Find me an everyday image that matches the given caption."]),
-    ]))
+    write_instructions(
+        lay.instructions_file,
+        InstructionTable(
+            [
+                InstructionRow(
+                    "text",
+                    "image",
+                    "MSCOCO",
+                    9,
+                    ["Find me an everyday image that matches the given caption."],
+                ),
+            ]
+        ),
+    )
     # ranks: candidate 7 (unreadable) sits at rank 2 for every query
     order = [10, 17, 11, 12, 13, 14, 15, 16]
-    return {q.qid: [(f"9:{d}", round(0.9 - 0.1 * r, 3)) for r, d in enumerate(order)] for q in queries}
+    return {
+        q.qid: [(f"9:{d}", round(0.9 - 0.1 * r, 3)) for r, d in enumerate(order)] for q in queries
+    }
 
 
 def test_rerank_command_writes_new_run_beside_input(tmp_path, checkpoint):
@@ -61,8 +79,20 @@ def test_rerank_command_writes_new_run_beside_input(tmp_path, checkpoint):
     write_run(run_path, run, tag="first")
     app = typer.Typer()
     app.command()(rerank)
-    res = CliRunner().invoke(app, [str(run_path), "--data", str(tmp_path / "data"), "--model", str(checkpoint),
-                                   "--k", "5", "--batch-size", "2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            str(run_path),
+            "--data",
+            str(tmp_path / "data"),
+            "--model",
+            str(checkpoint),
+            "--k",
+            "5",
+            "--batch-size",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = default_out(run_path, 5)
     assert out == tmp_path / "runs" / "first.rerank5.trec" and out.exists()
@@ -70,21 +100,40 @@ def test_rerank_command_writes_new_run_beside_input(tmp_path, checkpoint):
     assert set(new) == set(run)
     for qid in run:
         assert new[qid][5:] == run[qid][5:]
-        assert sorted(new[qid][:5]) != [] and {d for d, _ in new[qid][:5]} == {d for d, _ in run[qid][:5]}
+        assert sorted(new[qid][:5]) != [] and {d for d, _ in new[qid][:5]} == {
+            d for d, _ in run[qid][:5]
+        }
         assert new[qid][1][0] == "9:17"  # the unreadable candidate kept rank 2
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["pairs"] == 15 and report["scored"] == 12 and report["reranked_queries"] == 3
     assert any(p["did"] == "9:17" and "7.png" in p["reason"] for p in report["problems"])
     rows = out.with_suffix(".scores.tsv").read_text().splitlines()
-    assert rows[0].split("\t") == ["qid", "did", "old_rank", "new_rank", "prob", "status"] and len(rows) == 16
+    assert (
+        rows[0].split("\t") == ["qid", "did", "old_rank", "new_rank", "prob", "status"]
+        and len(rows) == 16
+    )
     probs = [float(r.split("\t")[4]) for r in rows[1:] if r.split("\t")[4]]
     assert len(probs) == 12 and all(0.0 <= p <= 1.0 for p in probs)
     assert "9:17" in res.output  # reported on the console too
 
     # --scores rerank writes probabilities; the dataset's instruction reaches the prompt
     out2 = tmp_path / "r2.trec"
-    res = CliRunner().invoke(app, [str(run_path), "--data", str(tmp_path / "data"), "--model", str(checkpoint),
-                                   "--k", "5", "--out", str(out2), "--scores", "rerank"])
+    res = CliRunner().invoke(
+        app,
+        [
+            str(run_path),
+            "--data",
+            str(tmp_path / "data"),
+            "--model",
+            str(checkpoint),
+            "--k",
+            "5",
+            "--out",
+            str(out2),
+            "--scores",
+            "rerank",
+        ],
+    )
     assert res.exit_code == 0, res.output
     new2 = read_run(out2)
     assert all(0.0 <= s <= 1.0 for qid in new2 for _, s in new2[qid][:5])
@@ -102,11 +151,30 @@ def test_instruction_from_table_is_used(tmp_path, checkpoint):
     r = load_reranker(checkpoint)
     seen: list[str] = []
     score_batch = r.score_batch
-    r.score_batch = lambda prompts, images=None: (seen.extend(prompts), score_batch(prompts, images))[1]
-    rerank_run(run, inputs.queries, inputs.candidates, r, k=3, image_root=tmp_path / "data",
-               instructions=inputs.instructions, show_progress=False)
+    r.score_batch = lambda prompts, images=None: (
+        seen.extend(prompts),
+        score_batch(prompts, images),
+    )[1]
+    rerank_run(
+        run,
+        inputs.queries,
+        inputs.candidates,
+        r,
+        k=3,
+        image_root=tmp_path / "data",
+        instructions=inputs.instructions,
+        show_progress=False,
+    )
     assert seen and all(p.startswith("Find me an everyday image") for p in seen)
-    rerank_run(run, inputs.queries, inputs.candidates, r, k=3, image_root=tmp_path / "data", show_progress=False)
+    rerank_run(
+        run,
+        inputs.queries,
+        inputs.candidates,
+        r,
+        k=3,
+        image_root=tmp_path / "data",
+        show_progress=False,
+    )
     assert seen[-1].startswith(r.prompts.for_task(0).instruction)
 
 
@@ -116,11 +184,31 @@ def test_bad_arguments_give_clear_errors(tmp_path, checkpoint):
     write_run(run_path, run)
     app = typer.Typer()
     app.command()(rerank)
-    res = CliRunner().invoke(app, [str(run_path), "--data", str(tmp_path / "data"), "--model", str(checkpoint),
-                                   "--split", "val"])
+    res = CliRunner().invoke(
+        app,
+        [
+            str(run_path),
+            "--data",
+            str(tmp_path / "data"),
+            "--model",
+            str(checkpoint),
+            "--split",
+            "val",
+        ],
+    )
     assert res.exit_code != 0 and "no M-BEIR query files for split 'val'" in str(res.exception)
-    res = CliRunner().invoke(app, [str(run_path), "--data", str(tmp_path / "data"),
-                                   "--model", str(tmp_path / "nope"), "--k", "2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            str(run_path),
+            "--data",
+            str(tmp_path / "data"),
+            "--model",
+            str(tmp_path / "nope"),
+            "--k",
+            "2",
+        ],
+    )
     assert res.exit_code != 0 and "nope" in str(res.exception)
 
 

@@ -14,21 +14,46 @@ def default_out(run: Path, k: int) -> Path:
 
 
 def rerank(
-    run: Path = typer.Argument(..., exists=True, dir_okay=False, help="First-stage run file (TREC format)."),
-    data: Path = typer.Option(..., "--data", help="M-BEIR data root (query/, cand_pool/, instructions/)."),
-    model: str = typer.Option(..., "--model", help="LLaVA-Next or causal LM folder, or a .gguf file."),
-    k: int = typer.Option(10, "--k", min=1, help="Rerank the top k of each query; ranks below k are kept."),
-    out: Path | None = typer.Option(None, "--out", help="New run file [default: RUN.rerankK.trec beside RUN]."),
+    run: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="First-stage run file (TREC format)."
+    ),
+    data: Path = typer.Option(
+        ..., "--data", help="M-BEIR data root (query/, cand_pool/, instructions/)."
+    ),
+    model: str = typer.Option(
+        ..., "--model", help="LLaVA-Next or causal LM folder, or a .gguf file."
+    ),
+    k: int = typer.Option(
+        10, "--k", min=1, help="Rerank the top k of each query; ranks below k are kept."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="New run file [default: RUN.rerankK.trec beside RUN]."
+    ),
     split: str = typer.Option("test", "--split", help="Query split the run was made on."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts per forward pass."),
-    max_text_tokens: int = typer.Option(256, "--max-text-tokens", min=1,
-                                        help="Longer query/candidate texts are truncated (and reported)."),
-    templates: Path | None = typer.Option(None, "--templates", help="Prompt template YAML [default: packaged]."),
-    scores: str = typer.Option("first-stage", "--scores",
-                               help="Scores written for the top k: first-stage (reassigned) or rerank (P(True))."),
-    chat: str | None = typer.Option(None, "--chat", help="auto | on | off [default: the template file's]."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: cuda if present]."),
-    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 [default: by device]."),
+    max_text_tokens: int = typer.Option(
+        256,
+        "--max-text-tokens",
+        min=1,
+        help="Longer query/candidate texts are truncated (and reported).",
+    ),
+    templates: Path | None = typer.Option(
+        None, "--templates", help="Prompt template YAML [default: packaged]."
+    ),
+    scores: str = typer.Option(
+        "first-stage",
+        "--scores",
+        help="Scores written for the top k: first-stage (reassigned) or rerank (P(True)).",
+    ),
+    chat: str | None = typer.Option(
+        None, "--chat", help="auto | on | off [default: the template file's]."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:1 [default: cuda if present]."
+    ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="float32 | bfloat16 | float16 [default: by device]."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad data record."),
     tag: str = typer.Option("mmembed-rerank", "--tag", help="Run tag column."),
 ) -> None:
@@ -58,10 +83,19 @@ def rerank(
         for e in inputs.errors.errors[:5]:
             console.print(f"  {e}")
     reranker = load_reranker(model, device=device, dtype=dtype, prompts=prompts, chat=chat)
-    logging.getLogger(__name__).info("reranking %d queries, top %d, with %s", len(first), k, reranker.name)
+    logging.getLogger(__name__).info(
+        "reranking %d queries, top %d, with %s", len(first), k, reranker.name
+    )
     result = rerank_run(
-        first, inputs.queries, inputs.candidates, reranker, k=k, image_root=data,
-        instructions=inputs.instructions, batch_size=batch_size, max_text_tokens=max_text_tokens,
+        first,
+        inputs.queries,
+        inputs.candidates,
+        reranker,
+        k=k,
+        image_root=data,
+        instructions=inputs.instructions,
+        batch_size=batch_size,
+        max_text_tokens=max_text_tokens,
         score_mode=scores,
     )
     write_run(out, result.run, tag=tag)
@@ -73,14 +107,32 @@ def rerank(
             f.write(f"{p.qid}\t{p.did}\t{p.old_rank}\t{p.new_rank}\t{prob}\t{p.status}\n")
     rep = result.report
     report_path = out.with_suffix(".report.json")
-    report_path.write_text(json.dumps({
-        "run": str(run), "out": str(out), "model": model, "k": k, "split": split,
-        "templates": prompts.source, "chat": reranker.uses_chat, "score_mode": scores,
-        "queries": rep.queries, "reranked_queries": rep.reranked_queries, "pairs": rep.pairs,
-        "scored": rep.scored, "seconds": round(rep.seconds, 3),
-        "mean_answer_mass": None if rep.mean_answer_mass != rep.mean_answer_mass else rep.mean_answer_mass, "truncated": rep.truncated,
-        "problems": [{"qid": q, "did": d, "reason": r} for q, d, r in rep.problems],
-        "data_errors": [str(e) for e in inputs.errors.errors[:100]],
-    }, indent=1), encoding="utf-8")
+    report_path.write_text(
+        json.dumps(
+            {
+                "run": str(run),
+                "out": str(out),
+                "model": model,
+                "k": k,
+                "split": split,
+                "templates": prompts.source,
+                "chat": reranker.uses_chat,
+                "score_mode": scores,
+                "queries": rep.queries,
+                "reranked_queries": rep.reranked_queries,
+                "pairs": rep.pairs,
+                "scored": rep.scored,
+                "seconds": round(rep.seconds, 3),
+                "mean_answer_mass": None
+                if rep.mean_answer_mass != rep.mean_answer_mass
+                else rep.mean_answer_mass,
+                "truncated": rep.truncated,
+                "problems": [{"qid": q, "did": d, "reason": r} for q, d, r in rep.problems],
+                "data_errors": [str(e) for e in inputs.errors.errors[:100]],
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     console.print(rep.summary())
     console.print(f"wrote {out} (+ {scores_path.name}, {report_path.name})")

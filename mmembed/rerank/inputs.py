@@ -38,7 +38,9 @@ def load_inputs(
     """Queries of ``split`` named in ``run`` and the candidates in each query's top ``k``."""
     layout = Layout(root)
     if not layout.root.is_dir():
-        raise FileNotFoundError(f"{root}: no such data root (an M-BEIR tree with query/, cand_pool/)")
+        raise FileNotFoundError(
+            f"{root}: no such data root (an M-BEIR tree with query/, cand_pool/)"
+        )
     errors = ErrorLog(strict=strict)
     want_q = set(run)
     want_d = {did for ranked in run.values() for did, _ in ranked[:k]}
@@ -72,6 +74,10 @@ def load_inputs(
     else:
         log.info("%s not found; using the templates' own instructions", layout.instructions_file)
     return RerankInputs(
-        queries, candidates, instructions, errors,
-        missing_queries=want_q - set(queries), missing_candidates=want_d - set(candidates),
+        queries,
+        candidates,
+        instructions,
+        errors,
+        missing_queries=want_q - set(queries),
+        missing_candidates=want_d - set(candidates),
     )

@@ -18,8 +18,14 @@ MULTIMODAL: dict[str, tuple[str, str]] = {
     "llava_next": ("LlavaNextForConditionalGeneration", "AutoProcessor"),
 }
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def pick_device(device: str | None = None) -> str:
@@ -70,7 +76,9 @@ def load_reranker(
     if gguf is None and p.is_dir() and not (p / "config.json").exists():
         gguf = _gguf_in(p)
         if gguf is None:
-            raise FileNotFoundError(f"{p}: no config.json and no .gguf file; point --model at a checkpoint folder")
+            raise FileNotFoundError(
+                f"{p}: no config.json and no .gguf file; point --model at a checkpoint folder"
+            )
     if gguf is None and not p.exists() and (p.suffix or str(path).startswith((".", "/"))):
         raise FileNotFoundError(f"{path}: no such model file or folder")
 
@@ -78,7 +86,9 @@ def load_reranker(
         log.info("loading GGUF causal LM %s (dequantised to %s)", gguf, torch_dtype)
         kw = {"gguf_file": gguf.name}
         tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch_dtype, **kw)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), dtype=torch_dtype, **kw
+        )
         return Reranker(model.to(device), tokenizer=tok, prompts=prompts, chat=chat, name=gguf.name)
 
     config = transformers.AutoConfig.from_pretrained(str(path))
@@ -88,7 +98,9 @@ def load_reranker(
         log.info("loading %s + %s from %s", entry[0], entry[1], path)
         processor = proc_cls.from_pretrained(str(path))
         model = model_cls.from_pretrained(str(path), dtype=torch_dtype)
-        return Reranker(model.to(device), processor=processor, prompts=prompts, chat=chat, name=str(path))
+        return Reranker(
+            model.to(device), processor=processor, prompts=prompts, chat=chat, name=str(path)
+        )
     log.info("loading causal LM %s", path)
     tok = transformers.AutoTokenizer.from_pretrained(str(path))
     model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)

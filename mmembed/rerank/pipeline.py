@@ -54,7 +54,9 @@ class RerankReport:
             f"mean P(True)+P(False) at the answer position: {self.mean_answer_mass:.3f}",
         ]
         if self.truncated:
-            lines.append(f"{len(self.truncated)} item text(s) truncated (e.g. {', '.join(self.truncated[:3])})")
+            lines.append(
+                f"{len(self.truncated)} item text(s) truncated (e.g. {', '.join(self.truncated[:3])})"
+            )
         if self.problems:
             lines.append(f"{len(self.problems)} pair(s) or queries kept their first-stage rank:")
             lines += [f"  {q} {d or '-'}: {why}" for q, d, why in self.problems[:10]]
@@ -70,7 +72,9 @@ class RerankResult:
     report: RerankReport
 
 
-def reorder(top: Ranked, probs: Sequence[float | None], score_mode: str = "first-stage") -> tuple[Ranked, list[int]]:
+def reorder(
+    top: Ranked, probs: Sequence[float | None], score_mode: str = "first-stage"
+) -> tuple[Ranked, list[int]]:
     """Reorder one query's top k. Unscored entries (None) stay in their slots; scored ones are
     sorted by probability (ties keep first-stage order) into the remaining slots.
 
@@ -147,7 +151,9 @@ def rerank_run(
         if not text:
             return text
         if key not in texts:
-            cut, was_cut = reranker.truncate(text.replace(IMAGE_MARKER, "< image >"), max_text_tokens)
+            cut, was_cut = reranker.truncate(
+                text.replace(IMAGE_MARKER, "< image >"), max_text_tokens
+            )
             texts[key] = cut
             if was_cut:
                 report.truncated.append(key)
@@ -163,7 +169,9 @@ def rerank_run(
         instruction = None
         if instructions is not None:
             try:
-                instruction = instructions.choose(q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0)
+                instruction = instructions.choose(
+                    q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0
+                )
             except KeyError:
                 instruction = None  # the template's own instruction
         qpath = _image_path(q.image_path, image_root)
@@ -180,7 +188,9 @@ def rerank_run(
             if paths and not reranker.multimodal:
                 ps.status = "needs an image but the model reads text only"
                 continue
-            prompt = task.render(instruction, qtext, format_item(text_of(f"d:{did}", c.text), cpath is not None))
+            prompt = task.render(
+                instruction, qtext, format_item(text_of(f"d:{did}", c.text), cpath is not None)
+            )
             specs.append((len(pairs) - 1, prompt, paths))
     report.pairs = len(pairs)
 
@@ -205,7 +215,7 @@ def rerank_run(
             group[i].new_rank = slot + 1
         if any(ps.prob is not None for ps in group):
             report.reranked_queries += 1
-        out[qid] = new_top + ranked[len(group):]
+        out[qid] = new_top + ranked[len(group) :]
     report.seconds = time.perf_counter() - t0
     return RerankResult(out, pairs, report)
 
@@ -241,7 +251,7 @@ def _score_specs(
                 pairs[idx].status = f"image unreadable: {e}"
         if ready:
             scores = reranker.score_batch([r[1] for r in ready], [r[2] for r in ready])
-            for (idx, _, _), p, m in zip(ready, scores.probs, scores.mass):
+            for (idx, _, _), p, m in zip(ready, scores.probs, scores.mass, strict=True):
                 pairs[idx].prob = p
                 masses.append(m)
         bar.update(len(batch))

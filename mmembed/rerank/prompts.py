@@ -90,7 +90,9 @@ def parse_prompts(doc: Any, source: str = "<memory>") -> PromptSet:
     positive = str(answers.get("positive", "True")).strip()
     negative = str(answers.get("negative", "False")).strip()
     if not positive or not negative or positive == negative:
-        raise TemplateError(f"{source}: answers.positive and answers.negative must be two different words")
+        raise TemplateError(
+            f"{source}: answers.positive and answers.negative must be two different words"
+        )
     chat = str(doc.get("chat", "auto")).lower()
     if chat not in CHAT_MODES:
         raise TemplateError(f"{source}: chat must be one of {CHAT_MODES}, got {chat!r}")

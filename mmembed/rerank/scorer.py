@@ -60,7 +60,9 @@ class Reranker:
         self.processor = processor
         self.tokenizer = tokenizer if tokenizer is not None else processor.tokenizer
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:  # many causal LMs ship without one; it is masked anyway
+        if (
+            self.tokenizer.pad_token is None
+        ):  # many causal LMs ship without one; it is masked anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.prompts = prompts or load_prompts()
         self.chat = (chat or self.prompts.chat).lower()
@@ -69,7 +71,9 @@ class Reranker:
         template_owner = processor if processor is not None else self.tokenizer
         self._chat_template = getattr(template_owner, "chat_template", None)
         if self.chat == "on" and not self._chat_template:
-            raise TemplateError(f"chat: on, but {self.name} has no chat template; use chat: auto or off")
+            raise TemplateError(
+                f"chat: on, but {self.name} has no chat template; use chat: auto or off"
+            )
 
     # ------------------------------------------------------------------ properties
 
@@ -106,9 +110,13 @@ class Reranker:
                 if piece:
                     parts.append({"type": "text", "text": piece})
             messages = [{"role": "user", "content": parts}]
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return self.processor.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
         messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
 
     def _model_text(self, prompt: str) -> str:
         text = self.wrap(prompt)
@@ -134,7 +142,9 @@ class Reranker:
 
     # ------------------------------------------------------------------ scoring
 
-    def score_batch(self, prompts: Sequence[str], images: Sequence[Sequence[Any]] | None = None) -> BatchScores:
+    def score_batch(
+        self, prompts: Sequence[str], images: Sequence[Sequence[Any]] | None = None
+    ) -> BatchScores:
         """Score prompts (with ``<image>`` markers) and the RGB images each one shows, in order."""
         import torch
 
@@ -143,32 +153,44 @@ class Reranker:
         images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
-        for p, im in zip(prompts, images):
+        for p, im in zip(prompts, images, strict=True):
             if p.count(IMAGE_MARKER) != len(im):
-                raise ValueError(f"prompt has {p.count(IMAGE_MARKER)} image markers but {len(im)} images")
+                raise ValueError(
+                    f"prompt has {p.count(IMAGE_MARKER)} image markers but {len(im)} images"
+                )
         has_images = any(images)
         if has_images and not self.multimodal:
-            raise ValueError(f"{self.name} reads text only; pairs with images need a LLaVA-Next model")
+            raise ValueError(
+                f"{self.name} reads text only; pairs with images need a LLaVA-Next model"
+            )
         texts = [self._model_text(p) for p in prompts]
         answer = [self.answer_ids(t) for t in texts]
         bos = self.tokenizer.bos_token
         add_special = not (bos and texts[0].startswith(bos))
         if self.processor is not None:
-            kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt",
-                                      "add_special_tokens": add_special}
+            kwargs: dict[str, Any] = {
+                "text": texts,
+                "padding": True,
+                "return_tensors": "pt",
+                "add_special_tokens": add_special,
+            }
             if has_images:
                 if not all(images):
                     raise ValueError("a batch must not mix prompts with and without images")
                 kwargs["images"] = images
             enc = self.processor(**kwargs)
         else:
-            enc = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=add_special)
+            enc = self.tokenizer(
+                texts, padding=True, return_tensors="pt", add_special_tokens=add_special
+            )
         enc = {k: v.to(self.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
         mask = enc["attention_mask"]  # (B, T), zeros on the left
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
         with torch.inference_mode():
             try:
-                out = self.model(**enc, position_ids=position_ids, logits_to_keep=1, use_cache=False)
+                out = self.model(
+                    **enc, position_ids=position_ids, logits_to_keep=1, use_cache=False
+                )
             except TypeError:  # older or custom heads without logits_to_keep
                 out = self.model(**enc, position_ids=position_ids, use_cache=False)
         logits = out.logits[:, -1, :].float()  # (B, V): next-token logits after each prompt
