@@ -26,8 +26,11 @@ _MODEL_HELP = "Model name or saved-model folder (default: the one the index was 
 
 
 def _console(stderr: bool = False):
+    import logging
+
     from rich.console import Console
 
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise here
     return Console(stderr=stderr, highlight=False)
 
 
@@ -299,12 +302,14 @@ def demo(
     ),
     model: str = typer.Option(None, "--model", help="Model (default: the project default)."),
     pool_size: int = typer.Option(
-        1500, "--pool-size", min=10, help="Candidates to index from the test pool."
+        1000, "--pool-size", min=0, help="Candidates to encode from the test pool (0: all of it)."
     ),
     device: str = typer.Option(None, "--device"),
 ) -> None:
-    """Offline demo: build the offline benchmark if needed, index part of its test pool with
-    the default model, and run a few example searches (text, image and composed queries)."""
+    """Offline demo: example searches over the offline benchmark with the default model.
+
+    Builds the benchmark into a cache folder if needed, encodes part of its test pool, and runs
+    one text, image and composed query of each kind, marking the known positives."""
     from mmembed.search.demo import run_demo
 
     run_demo(data=data, model=model, pool_size=pool_size, device=device, console=_console())

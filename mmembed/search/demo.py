@@ -1,0 +1,171 @@
+"""`mmembed demo`: the offline benchmark (built into a cache folder if missing) + a model (the
+project default unless told) + a few example searches of each kind, printed with the known
+positives marked. Offline. Knows the benchmark's file layout, not how it is built or scored."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmembed.data.records import TASKS
+
+# (task id, label) of the example searches, one query each, in this order.
+EXAMPLES: list[tuple[int, str]] = [
+    (0, "text → image"),
+    (3, "image → text"),
+    (4, "image → image (another art style)"),
+    (7, "image + text → image (composed)"),
+    (6, "image + text → text (composed)"),
+    (1, "text → text (WordNet gloss → words)"),
+]
+TOP = 5
+
+
+def default_data_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "mmembed" / "offline"
+
+
+def ensure_benchmark(data: Path, console) -> Path:
+    """Build the offline benchmark into ``data`` unless a finished build is there."""
+    if (data / "manifest.json").is_file():
+        return data
+    from mmembed.data.offline import build
+
+    console.print(f"building the offline benchmark into {data} (once; a few minutes)…")
+    build(data, show_progress=True, workers=min(2, os.cpu_count() or 1), force=data.exists())
+    return data
+
+
+def pick_examples(data: Path, seed: int = 0) -> list[tuple[str, Any]]:
+    """(label, Query) for each example task present in the test split, chosen with ``seed``."""
+    from mmembed.data.mbeir import Layout, read_queries
+
+    layout = Layout(data)
+    sets = {task: (name, task) for name, task, _ in layout.query_sets("test")}
+    rng = random.Random(seed)
+    picked = []
+    for task, label in EXAMPLES:
+        if task not in sets:
+            continue
+        name, _ = sets[task]
+        queries = list(read_queries(layout.query_file(name, task, "test")))
+        if queries:
+            picked.append((label, queries[rng.randrange(len(queries))]))
+    return picked
+
+
+def demo_pool(data: Path, positives: set[str], size: int, seed: int = 0) -> list[Any]:
+    """The global test pool, or a seeded sample of ``size`` that keeps every example positive."""
+    from mmembed.data.mbeir import Layout, read_pool
+
+    pool = list(read_pool(Layout(data).global_pool_file("test")))
+    if size <= 0 or size >= len(pool):
+        return pool
+    keep = [c for c in pool if c.did in positives]
+    rest = [c for c in pool if c.did not in positives]
+    rng = random.Random(seed)
+    return sorted(keep + rng.sample(rest, max(0, size - len(keep))), key=lambda c: c.did)
+
+
+def encode_pool(embedder, data: Path, pool: list[Any], console) -> np.ndarray:
+    """(N, D) candidate embeddings, cached beside the data per model and pool."""
+    ids = "\n".join(c.did for c in pool)
+    tag = hashlib.sha256(f"{embedder.fingerprint}\n{ids}".encode()).hexdigest()[:16]
+    cache = data / ".demo-cache" / f"{tag}.npy"
+    if cache.is_file():
+        return np.load(cache, allow_pickle=False)
+    console.print(f"encoding {len(pool)} candidates (cached for next time)…")
+    emb = embedder.encode_candidates(pool, image_root=data, show_progress=True)  # (N, D)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(emb, dtype=np.float32))
+    os.replace(tmp, cache)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def run_demo(
+    *,
+    data: Path | None = None,
+    model: str | None = None,
+    pool_size: int = 1000,
+    device: str | None = None,
+    console=None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the demo; returns {"examples": [...], "hits_at_5": n, "pool": N} for callers/tests."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmembed.data.instructions import read_instructions
+    from mmembed.data.mbeir import Layout
+    from mmembed.index import Index
+    from mmembed.model import default_model_name, load_embedder
+
+    console = console or Console()
+    data = ensure_benchmark(Path(data) if data else default_data_dir(), console)
+    examples = pick_examples(data, seed)
+    if not examples:
+        raise SystemExit(
+            f"{data}: no test queries found; rebuild it with `mmembed data build-offline`"
+        )
+    positives = {d for _, q in examples for d in q.pos_dids}
+    pool = demo_pool(data, positives, pool_size, seed)
+    spec = model or default_model_name()
+    with console.status(f"loading model {spec}…"):
+        embedder = load_embedder(spec, device=device)
+    emb = encode_pool(embedder, data, pool, console)
+    index = Index.build(emb, [c.did for c in pool], fingerprint=str(embedder.fingerprint))
+    by_did = {c.did: c for c in pool}
+    table = read_instructions(Layout(data).instructions_file)
+    console.print(
+        f"\nmodel [bold]{spec}[/bold] · {len(pool)} candidates from the test pool of "
+        f"{data} (text, image and image+text mixed)\n",
+        markup=True,
+    )
+    out: dict[str, Any] = {"examples": [], "hits_at_5": 0, "pool": len(pool), "model": spec}
+    for label, q in examples:
+        cand_modality = TASKS[q.task_id][1]
+        try:
+            instruction = table.choose(q.dataset_id, q.modality.value, cand_modality, fixed=0)
+        except KeyError:
+            instruction = None
+        vec = embedder.encode_queries(
+            [q], instructions=instruction, image_root=data, show_progress=False
+        )  # (1, D)
+        scores, ids = index.search(vec, TOP, fingerprint=str(embedder.fingerprint))
+        shown = " + ".join(x for x in [q.image_path, repr(q.text) if q.text else None] if x)
+        t = Table(title=f"{label}: {shown}", title_justify="left", show_lines=False)
+        for col in ("#", "score", "kind", "text", "image", "positive"):
+            t.add_column(col, justify="right" if col in ("#", "score") else "left")
+        found = False
+        for rank, (s, did) in enumerate(zip(scores[0].tolist(), ids[0], strict=True), 1):
+            c = by_did.get(did)
+            if c is None:
+                continue
+            hit = did in q.pos_dids
+            found |= hit
+            text = (c.text or "")[:50]
+            t.add_row(
+                str(rank),
+                f"{s:.3f}",
+                c.modality.value,
+                text,
+                c.image_path or "",
+                "[green]✓[/green]" if hit else "",
+            )
+        console.print(t)
+        out["hits_at_5"] += int(found)
+        out["examples"].append({"task": q.task_id, "qid": q.qid, "found_in_top5": found})
+    console.print(
+        f"\na positive was in the top {TOP} for {out['hits_at_5']} of {len(examples)} "
+        "example queries.\nYour own folders: `mmembed index ~/Pictures ~/notes`, then "
+        '`mmembed search "a red bicycle"` or `mmembed serve`.'
+    )
+    return out
