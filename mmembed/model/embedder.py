@@ -131,8 +131,11 @@ class Embedder(nn.Module):
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
         if raw.get("format") != FORMAT:
             raise ValueError(f"{cfg_path}: format {raw.get('format')!r} is not {FORMAT!r}")
+        from transformers.initialization import no_init_weights
+
         tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR))
-        emb = cls.build(EmbedderConfig.from_dict(raw), tokenizer=tokenizer, pretrained=False)
+        with no_init_weights():  # every tensor is overwritten from the file below
+            emb = cls.build(EmbedderConfig.from_dict(raw), tokenizer=tokenizer, pretrained=False)
         load_state_checked(
             emb, load_file(str(path / WEIGHTS_NAME)), source=str(path / WEIGHTS_NAME)
         )
@@ -253,6 +256,22 @@ class Embedder(nn.Module):
             return_special_tokens_mask=True,
             truncation=False,
         )
+        with_image = [i for i, it in enumerate(items) if it.image is not None]
+        images = []
+        if with_image:
+            images = self._load_images(
+                [items[i].image for i in with_image],
+                [labels[i] if labels else None for i in with_image],
+                executor,
+            )
+        counts = [0] * n
+        per_image = getattr(self.backbone, "image_token_counts", None)
+        for i, c in zip(
+            with_image,
+            per_image(images) if per_image else [self.num_image_tokens] * len(images),
+            strict=True,
+        ):
+            counts[i] = c
         rows, instr_lens = [], []
         for i in range(n):
             ids, k = self._finish_ids(
@@ -260,6 +279,7 @@ class Embedder(nn.Module):
                 enc["offset_mapping"][i],
                 enc["special_tokens_mask"][i],
                 instr_chars[i],
+                counts[i],
             )
             rows.append(ids)
             instr_lens.append(k)
@@ -275,18 +295,12 @@ class Embedder(nn.Module):
             attention[i, start : start + len(ids)] = 1
             pool[i, start + instr_lens[i] : start + len(ids)] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention, "pool_mask": pool}
-        with_image = [i for i, it in enumerate(items) if it.image is not None]
-        if with_image:
-            images = self._load_images(
-                [items[i].image for i in with_image],
-                [labels[i] if labels else None for i in with_image],
-                executor,
-            )
+        if images:
             batch.update(self.backbone.preprocess_images(images))
         return batch
 
     def _finish_ids(
-        self, ids: list[int], offsets: list, special: list[int], instr_chars: int
+        self, ids: list[int], offsets: list, special: list[int], instr_chars: int, n_visual: int
     ) -> tuple[list[int], int]:
         """Truncate to max_length (text tokens), append EOS, expand the image token; returns the
         ids and the number of leading instruction tokens (leading specials included)."""
@@ -307,7 +321,7 @@ class Embedder(nn.Module):
             ids = [*ids, eos]
         if self.image_token_id in ids:
             j = ids.index(self.image_token_id)
-            m = self.num_image_tokens
+            m = n_visual
             ids = (
                 ids[:j]
                 + [self.image_token_id] * m

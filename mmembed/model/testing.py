@@ -80,7 +80,38 @@ def tiny_text_config(kind: str, vocab_size: int, hidden: int = 32) -> dict[str, 
     raise ValueError(f"unknown tiny text model {kind!r}; expected bert, mistral, llama or gemma")
 
 
-TINY_KINDS = ("composed", "composed_mean", "composed_last", "decoder", "decoder_causal", "text")
+TINY_KINDS = (
+    "composed",
+    "composed_mean",
+    "composed_last",
+    "decoder",
+    "decoder_causal",
+    "text",
+    "llava_next",
+    "llava_next_anyres",
+)
+
+
+def tiny_llava_next_config(vocab_size: int = 261, image_token_id: int = 260) -> dict[str, Any]:
+    """A LlavaNextConfig dict: CLIP vision 28px / patch 14 (4 tokens a view) + tiny Mistral."""
+    return {
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "image_size": 28,
+            "patch_size": 14,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "projection_dim": 16,
+        },
+        "text_config": tiny_text_config("mistral", vocab_size),
+        "image_token_index": image_token_id,
+        "image_grid_pinpoints": [[28, 56], [56, 28], [56, 56]],
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+        "projector_hidden_act": "gelu",
+    }
 
 
 def tiny_config(kind: str = "composed", vocab_size: int = 261) -> EmbedderConfig:
@@ -111,6 +142,14 @@ def tiny_config(kind: str = "composed", vocab_size: int = 261) -> EmbedderConfig
             {"type": "last_token"},
         ),
         "text": ({"type": "composed", "text": bert, "vision": None}, {"type": "mean"}),
+        "llava_next": (
+            {"type": "llava_next", "hf_config": tiny_llava_next_config(), "bidirectional": True},
+            latent,
+        ),
+        "llava_next_anyres": (
+            {"type": "llava_next", "hf_config": tiny_llava_next_config(), "global_only": False},
+            {"type": "last_token"},
+        ),
     }
     if kind not in presets:
         raise ValueError(f"unknown tiny kind {kind!r}; expected one of {TINY_KINDS}")
@@ -125,7 +164,7 @@ def tiny_embedder(seed: int = 0, kind: str = "composed", **prompt: Any) -> Embed
     torch RNG is left untouched. ``prompt`` overrides PromptConfig fields (e.g. padding_side)."""
     cfg = tiny_config(kind)
     cfg.prompt.update(prompt)
-    decoder = cfg.backbone["text"]["hf_config"]["model_type"] != "bert"
+    decoder = kind.startswith(("decoder", "llava"))
     tokenizer = byte_tokenizer(add_eos_in_template=not decoder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
