@@ -1,0 +1,385 @@
+"""Encoding at scale: records -> fp16 ``.npy`` shards + ids + a manifest, resumable (a killed run
+starts again from its finished shards) and sharded by rank under ``accelerate launch``; a merge
+step joins the shards. Knows the Embedder protocol and record types, not FAISS or metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PLAN = "plan.json"
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+IDS = "ids.txt"
+_SHARD_RE = re.compile(r"^(\d{6})\.npy$")
+
+
+class EncoderLike(Protocol):
+    """What encoding needs from an Embedder (see mmembed.model)."""
+
+    dim: int
+    fingerprint: str
+
+    def encode_queries(self, queries: Any, **kw: Any) -> np.ndarray: ...
+
+    def encode_candidates(self, candidates: Any, **kw: Any) -> np.ndarray: ...
+
+
+class EncodeMismatchError(ValueError):
+    """The output folder holds an encoding made with other settings, model or input."""
+
+
+@dataclass
+class Entry:
+    """One thing to encode: its id, the record (Query / Candidate / Item) and its instruction."""
+
+    id: str
+    record: Any
+    instruction: str | None = None
+
+
+@dataclass
+class EncodeResult:
+    out_dir: Path
+    count: int  # rows in the merged output (0 until merged)
+    encoded_shards: int  # shards this call encoded (0 when everything was already there)
+    reused_shards: int
+    skipped: list[dict[str, str]] = field(default_factory=list)  # records that could not be encoded
+    complete: bool = False
+
+
+def env_rank() -> tuple[int, int]:
+    """(rank, world size) from the variables accelerate / torchrun set; (0, 1) otherwise."""
+    rank = int(os.environ.get("RANK", os.environ.get("ACCELERATE_PROCESS_INDEX", "0")))
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("ACCELERATE_NUM_PROCESSES", "1")))
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, mode) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(
+        path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n"), "w"
+    )
+
+
+def _chunks(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
+    chunk: list[Entry] = []
+    for e in entries:
+        chunk.append(e)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class ShardWriter:
+    """The on-disk layout of one encoding: ``plan.json`` (what is encoded and how),
+    ``shards/NNNNNN.npy`` + ``.ids`` (fp16 rows; the .npy is renamed into place last, so a shard
+    exists only once complete), ``done/`` markers per rank, then the merged
+    ``embeddings.npy`` + ``ids.txt`` + ``manifest.json``."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out = Path(out_dir)
+        self.shards = self.out / "shards"
+
+    def shard_path(self, i: int) -> Path:
+        return self.shards / f"{i:06d}.npy"
+
+    def has_shard(self, i: int) -> bool:
+        return self.shard_path(i).is_file() and self.shard_path(i).with_suffix(".ids").is_file()
+
+    def write_shard(
+        self, i: int, emb: np.ndarray, ids: list[str], skipped: list[dict[str, str]]
+    ) -> None:
+        self.shards.mkdir(parents=True, exist_ok=True)
+        path = self.shard_path(i)
+        _write_json(path.with_suffix(".skipped.json"), skipped)
+        _atomic_write_bytes(
+            path.with_suffix(".ids"), lambda f: f.write("".join(s + "\n" for s in ids)), "w"
+        )
+        _atomic_write_bytes(path, lambda f: np.save(f, emb.astype(np.float16)))
+
+    def read_shard(self, i: int) -> tuple[np.ndarray, list[str]]:
+        emb = np.load(self.shard_path(i), mmap_mode="r")
+        ids = self.shard_path(i).with_suffix(".ids").read_text(encoding="utf-8").splitlines()
+        if len(ids) != emb.shape[0]:
+            raise ValueError(
+                f"{self.shard_path(i)}: {emb.shape[0]} rows but {len(ids)} ids; delete the shard and rerun"
+            )
+        return emb, ids
+
+    def skipped_of(self, i: int) -> list[dict[str, str]]:
+        p = self.shard_path(i).with_suffix(".skipped.json")
+        return json.loads(p.read_text()) if p.is_file() else []
+
+    def check_plan(self, plan: dict[str, Any], overwrite: bool) -> None:
+        path = self.out / PLAN
+        self.out.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old == plan:
+                return
+            if not overwrite:
+                diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+                raise EncodeMismatchError(
+                    f"{self.out} holds an encoding made with different {', '.join(diff)}; "
+                    "use another output folder, or --overwrite to start it again"
+                )
+            import shutil
+
+            for name in ("shards", "done", EMBEDDINGS, IDS, MANIFEST):
+                p = self.out / name
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        _write_json(path, plan)
+
+    def mark_done(self, rank: int, world: int, n_shards: int, count: int) -> None:
+        (self.out / "done").mkdir(exist_ok=True)
+        _write_json(
+            self.out / "done" / f"rank{rank}.json",
+            {"rank": rank, "world_size": world, "shards": n_shards, "records": count},
+        )
+
+    def total_shards(self) -> int | None:
+        """Shards of the whole input, known once any rank has read it to the end."""
+        folder = self.out / "done"
+        counts = (
+            {json.loads(p.read_text())["shards"] for p in folder.glob("rank*.json")}
+            if folder.is_dir()
+            else set()
+        )
+        if len(counts) > 1:
+            raise ValueError(
+                f"{folder}: ranks disagree on the number of shards {sorted(counts)}; rerun with --overwrite"
+            )
+        return counts.pop() if counts else None
+
+    def merge(self, plan: dict[str, Any]) -> tuple[int, list[dict[str, str]]]:
+        """Join all shards into embeddings.npy (fp16) + ids.txt + manifest.json, streaming."""
+        n_shards = self.total_shards()
+        if n_shards is None or not all(self.has_shard(i) for i in range(n_shards)):
+            missing = [i for i in range(n_shards or 0) if not self.has_shard(i)]
+            raise RuntimeError(
+                f"{self.out}: cannot merge yet, shards missing: {missing[:10] or 'unknown count'} "
+                "(run the encoding again to finish them)"
+            )
+        rows, dim = 0, int(plan["dim"])
+        for i in range(n_shards):
+            emb, _ = self.read_shard(i)
+            rows += emb.shape[0]
+        tmp = self.out / f".{EMBEDDINGS}.{uuid.uuid4().hex[:8]}.tmp"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, dim))
+        skipped: list[dict[str, str]] = []
+        start = 0
+        ids_tmp = self.out / f".{IDS}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(ids_tmp, "w", encoding="utf-8") as f:
+            for i in range(n_shards):
+                emb, ids = self.read_shard(i)
+                out[start : start + len(ids)] = emb  # (n_i, dim)
+                start += len(ids)
+                f.writelines(s + "\n" for s in ids)
+                skipped.extend(self.skipped_of(i))
+        out.flush()
+        del out
+        os.replace(ids_tmp, self.out / IDS)
+        os.replace(tmp, self.out / EMBEDDINGS)
+        _write_json(
+            self.out / MANIFEST,
+            {
+                **plan,
+                "count": rows,
+                "shards": n_shards,
+                "dtype": "float16",
+                "skipped": len(skipped),
+                "complete": True,
+            },
+        )
+        return rows, skipped
+
+
+def encode_entries(
+    encoder: EncoderLike,
+    entries: Iterable[Entry],
+    out_dir: str | Path,
+    *,
+    is_query: bool,
+    source: dict[str, Any],
+    image_root: str | Path | None = None,
+    shard_size: int = 4096,
+    batch_size: int = 32,
+    rank: int | None = None,
+    world_size: int | None = None,
+    total: int | None = None,
+    overwrite: bool = False,
+    merge: bool = True,
+    show_progress: bool = True,
+) -> EncodeResult:
+    """Encode ``entries`` into ``out_dir``; rank r of W encodes shards i with i % W == r.
+
+    ``source`` identifies the input (file fingerprint or content hash); it, the model fingerprint,
+    the shard size and whether these are queries make up the plan a resumed run must match."""
+    if rank is None or world_size is None:
+        rank, world_size = env_rank()
+    writer = ShardWriter(out_dir)
+    plan = {
+        "source": source,
+        "model_fingerprint": encoder.fingerprint,
+        "dim": int(encoder.dim),
+        "is_query": is_query,
+        "shard_size": int(shard_size),
+        "image_root": None if image_root is None else str(image_root),
+    }
+    writer.check_plan(plan, overwrite)
+    if (writer.out / MANIFEST).is_file() and json.loads((writer.out / MANIFEST).read_text()).get(
+        "complete"
+    ):
+        meta = json.loads((writer.out / MANIFEST).read_text())
+        return EncodeResult(writer.out, meta["count"], 0, meta["shards"], [], True)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total, unit="rec", desc=f"encode[{rank}/{world_size}]", disable=not show_progress
+    )
+    encoded = reused = count = 0
+    skipped: list[dict[str, str]] = []
+    n_shards = 0
+    for i, chunk in enumerate(_chunks(entries, shard_size)):
+        n_shards, count = i + 1, count + len(chunk)
+        if i % world_size != rank:
+            continue
+        if writer.has_shard(i):
+            reused += 1
+        else:
+            emb, ids, bad = _encode_chunk(encoder, chunk, is_query, image_root, batch_size)
+            writer.write_shard(i, emb, ids, bad)
+            skipped.extend(bad)
+            encoded += 1
+        bar.update(len(chunk) * world_size)
+    bar.close()
+    writer.mark_done(rank, world_size, n_shards, count)
+    result = EncodeResult(writer.out, 0, encoded, reused, skipped)
+    if merge and all(writer.has_shard(j) for j in range(n_shards)):
+        result.count, result.skipped = writer.merge(plan)
+        result.complete = True
+    return result
+
+
+def _encode_chunk(
+    encoder: EncoderLike, chunk: list[Entry], is_query: bool, image_root: Any, batch_size: int
+) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
+    """Encode a shard; a failing batch is bisected so one bad record (an unreadable image) is
+    skipped and reported instead of ending the run. If every record fails, the error is raised."""
+    bad: list[dict[str, str]] = []
+    last_error: list[BaseException] = []
+
+    def run(part: list[Entry]) -> list[tuple[Entry, np.ndarray]]:
+        try:
+            records = [e.record for e in part]
+            if is_query:
+                emb = encoder.encode_queries(
+                    records,
+                    instructions=[e.instruction for e in part],
+                    image_root=image_root,
+                    batch_size=batch_size,
+                    show_progress=False,
+                )
+            else:
+                emb = encoder.encode_candidates(
+                    records, image_root=image_root, batch_size=batch_size, show_progress=False
+                )
+            emb = np.asarray(emb, dtype=np.float32)  # (n, dim)
+            if emb.shape != (len(part), encoder.dim):
+                raise RuntimeError(f"encoder returned shape {emb.shape} for {len(part)} records")
+            return list(zip(part, emb, strict=True))
+        except Exception as e:  # noqa: BLE001 - reported per record below
+            if len(part) == 1:
+                last_error.append(e)
+                bad.append({"id": part[0].id, "error": f"{type(e).__name__}: {e}"})
+                log.warning("skipping %s: %s", part[0].id, e)
+                return []
+            mid = len(part) // 2
+            return run(part[:mid]) + run(part[mid:])
+
+    done = run(chunk)
+    if not done and chunk:
+        raise RuntimeError(
+            f"every record of a shard failed to encode, first: {bad[0]['id']}: {bad[0]['error']}"
+        ) from last_error[0]
+    emb = np.stack([v for _, v in done]) if done else np.zeros((0, encoder.dim), np.float32)
+    return emb, [e.id for e, _ in done], bad
+
+
+def load_encoded(
+    out_dir: str | Path, *, mmap: bool = True, expect_fingerprint: str | None = None
+) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """The merged (N, dim) fp16 embeddings (memory-mapped), their ids and the manifest."""
+    out = Path(out_dir)
+    mpath = out / MANIFEST
+    if not mpath.is_file():
+        raise FileNotFoundError(
+            f"{out}: no {MANIFEST}; the encoding is unfinished (run it again to resume)"
+        )
+    meta = json.loads(mpath.read_text())
+    if expect_fingerprint and meta.get("model_fingerprint") != expect_fingerprint:
+        raise EncodeMismatchError(
+            f"{out} was encoded with model {str(meta.get('model_fingerprint'))[:16]}..., "
+            f"not {expect_fingerprint[:16]}...; encode again with this model"
+        )
+    emb = np.load(out / EMBEDDINGS, mmap_mode="r" if mmap else None)
+    ids = (out / IDS).read_text(encoding="utf-8").splitlines()
+    return emb, ids, meta
+
+
+def file_source(path: str | Path, **extra: Any) -> dict[str, Any]:
+    """A cheap identity of an input file: size and a hash of its first and last MiB."""
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+            h.update(f.read())
+    return {"path": str(p.resolve()), "size": size, "head_tail_sha256": h.hexdigest(), **extra}
+
+
+def content_source(entries: list[Entry], **extra: Any) -> dict[str, Any]:
+    """An identity of in-memory entries: a hash of every id, text, image path and instruction."""
+    h = hashlib.sha256()
+    for e in entries:
+        r = e.record
+        img = getattr(r, "image_path", getattr(r, "image", None))
+        h.update(
+            json.dumps(
+                [
+                    e.id,
+                    getattr(r, "text", None),
+                    str(img) if img is not None else None,
+                    e.instruction,
+                ],
+                ensure_ascii=False,
+            ).encode()
+        )
+    return {"entries": len(entries), "content_sha256": h.hexdigest(), **extra}
