@@ -1,0 +1,26 @@
+"""The offline benchmark: an M-BEIR-format dataset built from packaged assets (emoji fonts and
+art, CLDR, WordNet). ``build(out_dir)`` writes it; nothing is imported until it is called."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    show_progress: bool = True,
+    limit: int | None = None,
+    workers: int = 2,
+    force: bool = False,
+) -> dict:
+    """Build the benchmark into ``out_dir``; returns the manifest (see ``build.build``)."""
+    from mmembed.data.offline.build import build as _build
+
+    return _build(
+        out_dir, seed=seed, show_progress=show_progress, limit=limit, workers=workers, force=force
+    )
+
+
+__all__ = ["build"]
