@@ -55,6 +55,7 @@ def test_page_and_info(setup) -> None:
     assert (
         client.get("/").headers["content-security-policy"] != r.headers["content-security-policy"]
     )
+    assert r.headers["x-content-type-options"] == "nosniff"
     info = client.get("/api/info").json()
     assert (
         info["items"] == 7 and info["roots"] == [str(photos)] and info["max_upload_bytes"] == LIMIT

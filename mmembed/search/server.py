@@ -93,6 +93,28 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class SecurityHeaders:
+    """ASGI middleware adding nosniff and no-referrer to every response (pure ASGI: cheap)."""
+
+    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [h for h in self.HEADERS if h[0] not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_HOSTS:
         return True
@@ -111,7 +133,7 @@ def create_app(
     """The FastAPI app over ``searcher``. ``allowed_hosts`` (Host header values) guards a
     loopback server against DNS rebinding; None allows any Host."""
     fastapi = _import_fastapi()
-    from fastapi import File, Form, HTTPException, Query, Request, UploadFile
+    from fastapi import File, Form, HTTPException, Query, UploadFile
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
     app = fastapi.FastAPI(
@@ -128,13 +150,7 @@ def create_app(
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
-
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     def run(text: str | None, image: Any, k: int) -> dict[str, Any]:
         t0 = time.perf_counter()
