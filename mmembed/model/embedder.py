@@ -198,24 +198,14 @@ class Embedder(nn.Module):
         key = tuple((k, v.data_ptr(), v._version, v.dtype) for k, v in state.items())
         if self._fp is not None and self._fp[0] == key:
             return self._fp[1]
-        h = hashlib.sha256()
         cfg = {k: v for k, v in self.config.to_dict().items() if k not in ("name", "tokenizer")}
-        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        h.update(
-            (
-                backend.to_str()
-                if backend is not None
-                else repr(sorted(self.tokenizer.get_vocab().items()))
-            ).encode()
+        tok = (
+            backend.to_str()
+            if backend is not None
+            else repr(sorted(self.tokenizer.get_vocab().items()))
         )
-        for name in sorted(state):
-            t = state[name].detach()
-            if t.is_floating_point():
-                t = t.float()
-            h.update(f"{name}:{tuple(t.shape)}:{str(t.dtype)}".encode())
-            h.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        digest = "sha256:" + h.hexdigest()
+        digest = state_fingerprint(state, json.dumps(cfg, sort_keys=True, default=str) + tok)
         self._fp = (key, digest)
         return digest
 
@@ -408,6 +398,18 @@ class Embedder(nn.Module):
         lm = getattr(self.backbone, "language_model", None)
         if lm is not None and hasattr(lm, "gradient_checkpointing_enable"):
             lm.gradient_checkpointing_enable()
+
+
+def state_fingerprint(state: dict[str, torch.Tensor], header: str) -> str:
+    """sha256 over ``header`` and every tensor (name, shape, bytes; floats as fp32)."""
+    h = hashlib.sha256(header.encode())
+    for name in sorted(state):
+        t = state[name].detach()
+        if t.is_floating_point():
+            t = t.float()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 def resolve_device_dtype(device: Any = None, dtype: Any = None) -> tuple[torch.device, torch.dtype]:

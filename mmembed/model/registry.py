@@ -127,6 +127,11 @@ def load_embedder(
 
             return load_mmembed(path, device=device, dtype=dtype)
         if (path / CONFIG_NAME).is_file():
+            fmt = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8")).get("format")
+            if fmt == "mmembed-clip-sf/1":
+                from mmembed.model.clip_sf import ClipScoreFusion
+
+                return ClipScoreFusion.from_pretrained(path, device=device, dtype=dtype)
             return Embedder.from_pretrained(path, device=device, dtype=dtype)
         raise FileNotFoundError(
             f"{path}: not a saved mmembed model (no {CONFIG_NAME}) nor an MM-Embed checkpoint "
