@@ -35,12 +35,13 @@ class ModelConfig:
     name: str | None = None  # load_embedder name or local directory (None = project default)
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Parameter-name prefixes that are always fully trained (projector and pooler) / frozen.
-    train_modules: list[str] = field(default_factory=lambda: ["projector", "pooler"])
+    train_modules: list[str] = field(default_factory=lambda: ["multi_modal_projector", "pooler"])
     freeze_modules: list[str] = field(default_factory=list)
     freeze_vision: bool = True
-    vision_modules: list[str] = field(default_factory=lambda: ["vision"])
+    vision_modules: list[str] = field(default_factory=lambda: ["vision_tower"])
     gradient_checkpointing: bool = False
     cache_vision_features: bool = False  # frozen vision tower only: encode each image once
+    vision_cache_dtype: str = "float16"  # float16 (half the memory) | float32 (bit-exact reuse)
 
 
 @dataclass
@@ -158,6 +159,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '3e-4' (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r:.60}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -277,5 +283,7 @@ def check(cfg: TrainConfig, where: str) -> None:
             raise ConfigError(f"{where}: source {s.name!r}: list its query files under 'queries'")
         if s.weight is not None and s.weight <= 0:
             raise ConfigError(f"{where}: source {s.name!r}: weight must be > 0")
+    if cfg.model.vision_cache_dtype not in ("float16", "float32", "bfloat16"):
+        raise ConfigError(f"{where}: model.vision_cache_dtype must be float16, bfloat16 or float32")
     if cfg.loss.temperature <= 0:
         raise ConfigError(f"{where}: loss.temperature must be > 0")

@@ -17,10 +17,15 @@ from mmembed.train.config import ModelConfig
 log = logging.getLogger(__name__)
 
 
+def _roots(patterns: list[str]) -> list[str]:
+    """Module paths a pattern names: itself from the model root, or under ``backbone.``."""
+    return [r for p in patterns for r in (p.strip("."), f"backbone.{p.strip('.')}")]
+
+
 def _matches(name: str, patterns: list[str]) -> bool:
-    """True when a dotted parameter/module name contains one of ``patterns`` as whole components."""
-    dotted = f".{name}."
-    return any(f".{p.strip('.')}." in dotted for p in patterns)
+    """True when a dotted parameter/module name lies under one of ``patterns`` (a module path
+    from the model root or from its backbone: ``pooler``, ``multi_modal_projector``)."""
+    return any(name == r or name.startswith(r + ".") for r in _roots(patterns))
 
 
 @dataclass
@@ -120,13 +125,10 @@ def set_train_mode(model: nn.Module, cfg: ModelConfig) -> None:
     dropout of a frozen tower must not change, and cached features must stay valid)."""
     model.train()
     if cfg.freeze_vision:
+        roots = set(_roots(cfg.vision_modules))
         for name, m in model.named_modules():
-            if (
-                name
-                and _matches(name, cfg.vision_modules)
-                and not _matches(name.rsplit(".", 1)[0], cfg.vision_modules)
-            ):
-                m.eval()
+            if name in roots:
+                m.eval()  # and all its children
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -215,7 +215,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         enabled=dist.is_main,
         resume_step=start.global_step if resume_from else 0,
     )
-    cache = VisionFeatureCache(core) if cfg.model.cache_vision_features else None
+    cache = (
+        VisionFeatureCache(core, getattr(torch, cfg.model.vision_cache_dtype))
+        if cfg.model.cache_vision_features
+        else None
+    )
     chunk = cfg.loss.chunk_size if cfg.loss.grad_cache else None
 
     from tqdm.auto import tqdm
