@@ -11,6 +11,8 @@ import numpy as np
 
 # --------------------------------------------------------------------------- M-BEIR recall
 
+NO_HIT = np.iinfo(np.int64).max  # first-hit rank of a query with no positive retrieved
+
 
 def reference_recall_at_k(relevant: Collection[str], retrieved: Sequence[str], k: int) -> float:
     """M-BEIR's Recall@k for one query, as its reference evaluation computes it: 1.0 if any
@@ -21,12 +23,12 @@ def reference_recall_at_k(relevant: Collection[str], retrieved: Sequence[str], k
 
 
 def first_hit_ranks(labels: np.ndarray, positives: Sequence[Collection[int]]) -> np.ndarray:
-    """0-based rank of the first positive in each row of ``labels`` (Q, K), or K when none.
+    """0-based rank of the first positive in each row of ``labels`` (Q, K), or NO_HIT when none.
 
     Vectorised: (query, label) pairs are packed into one int64 key and matched with np.isin,
     so the cost is O(QK log) whatever the number of positives per query."""
     labels = np.asarray(labels, dtype=np.int64)
-    nq, k = labels.shape
+    nq = labels.shape[0]
     if len(positives) != nq:
         raise ValueError(f"{nq} ranked rows but {len(positives)} positive sets")
     if nq == 0:
@@ -42,7 +44,7 @@ def first_hit_ranks(labels: np.ndarray, positives: Sequence[Collection[int]]) ->
     row = np.arange(nq, dtype=np.int64)[:, None]  # (Q, 1)
     keys = np.where(labels >= 0, row * shift + labels, -1)  # (Q, K); -1 never matches
     hit = np.isin(keys, pos_keys)  # (Q, K) bool
-    first = np.where(hit.any(axis=1), hit.argmax(axis=1), k)  # (Q,)
+    first = np.where(hit.any(axis=1), hit.argmax(axis=1), NO_HIT)  # (Q,)
     return first.astype(np.int64)
 
 
@@ -56,10 +58,10 @@ def hit_rate(first_ranks: np.ndarray, k: int) -> float:
 def first_hit_ranks_from_ids(
     ranked: Sequence[Sequence[str]], positives: Sequence[Collection[str]]
 ) -> np.ndarray:
-    """``first_hit_ranks`` for string ids (run files): rank of the first positive or len(row)."""
+    """``first_hit_ranks`` for string ids (run files): rank of the first positive or NO_HIT."""
     out = np.empty(len(ranked), dtype=np.int64)
     for i, (row, pos) in enumerate(zip(ranked, positives, strict=True)):
-        out[i] = next((r for r, d in enumerate(row) if d in pos), max(len(row), 1 << 30))
+        out[i] = next((r for r, d in enumerate(row) if d in pos), NO_HIT)
     return out
 
 

@@ -12,7 +12,9 @@ from mmembed.data.errors import DataError, ErrorLog, report
 Run = dict[str, list[tuple[str, float]]]  # qid -> [(did, score)] best first
 
 
-def write_run(path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "mmembed") -> int:
+def write_run(
+    path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "mmembed"
+) -> int:
     """Write a run atomically; candidates are written in the given order with ranks 1..k."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,13 +39,26 @@ def read_run(path: str | Path, errors: ErrorLog | None = None) -> Run:
             if not parts:
                 continue
             if len(parts) != 6:
-                report(errors, DataError(path, lineno, None, f"expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}"))
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}",
+                    ),
+                )
                 continue
             qid, _, did, rank, score, _ = parts
             try:
                 rows.setdefault(qid, []).append((int(rank), did, float(score)))
             except ValueError:
-                report(errors, DataError(path, lineno, None, f"rank {rank!r} or score {score!r} is not a number"))
+                report(
+                    errors,
+                    DataError(
+                        path, lineno, None, f"rank {rank!r} or score {score!r} is not a number"
+                    ),
+                )
     return {q: [(d, s) for _, d, s in sorted(r, key=lambda t: t[0])] for q, r in rows.items()}
 
 
@@ -52,3 +67,78 @@ def merge_runs(runs: Iterable[Run]) -> Run:
     for run in runs:
         out.update(run)
     return out
+
+
+class RunWriter:
+    """Write a run one query at a time (``with RunWriter(path, tag) as w: w.add(qid, ranked)``),
+    atomically: the file appears under its name only when the block ends without error."""
+
+    def __init__(self, path: str | Path, tag: str = "mmembed") -> None:
+        self.path = Path(path)
+        self.tag = tag
+        self.lines = 0
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._f = None
+
+    def __enter__(self) -> RunWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self._tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        return self
+
+    def add(self, qid: str, dids: Sequence[str], scores: Sequence[float]) -> None:
+        assert self._f is not None, "use RunWriter as a context manager"
+        self._f.writelines(
+            f"{qid} Q0 {did} {rank} {float(score):.6f} {self.tag}\n"
+            for rank, (did, score) in enumerate(zip(dids, scores, strict=False), 1)
+        )
+        self.lines += min(len(dids), len(scores))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._f is not None
+        self._f.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def read_run_ids(
+    path: str | Path, max_rank: int | None = None, errors: ErrorLog | None = None
+) -> dict[str, list[str]]:
+    """qid -> dids in rank order (ranks beyond ``max_rank`` dropped): a lighter read_run for
+    scoring large runs, holding no scores."""
+    rows: dict[str, list[tuple[int, str]]] = {}
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 6:
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}",
+                    ),
+                )
+                continue
+            try:
+                rank = int(parts[3])
+                float(parts[4])
+            except ValueError:
+                report(
+                    errors,
+                    DataError(
+                        path,
+                        lineno,
+                        None,
+                        f"rank {parts[3]!r} or score {parts[4]!r} is not a number",
+                    ),
+                )
+                continue
+            if max_rank is None or rank <= max_rank:
+                rows.setdefault(parts[0], []).append((rank, parts[2]))
+    return {q: [d for _, d in sorted(r, key=lambda t: t[0])] for q, r in rows.items()}

@@ -1,0 +1,111 @@
+"""`mmembed eval ...`: M-BEIR (a model on local/global pools, or any system's run files side by
+side) and BEIR-format text retrieval. Thin: the work is in mmembed.eval.*."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Evaluate retrieval: M-BEIR (local / global pools, run files) and BEIR-format text sets.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _named_runs(runs: list[str]) -> list[tuple[str, Path]]:
+    out = []
+    for spec in runs:
+        name, sep, path = spec.partition("=")
+        p = Path(path if sep else spec)
+        if not p.is_file():
+            raise typer.BadParameter(f"{p}: run file not found")
+        out.append((name if sep else p.stem, p))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise typer.BadParameter(f"two runs are both called {names}; name them with NAME=PATH")
+    return out
+
+
+@app.command()
+def mbeir(
+    data: Path = typer.Option(..., "--data", help="M-BEIR data root (query/, cand_pool/, qrels/)."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Model to evaluate (default model when no --run)."
+    ),
+    run: list[str] = typer.Option(
+        None, "--run", help="TREC run to score ([NAME=]PATH); repeat for several."
+    ),
+    pool: str = typer.Option("both", help="local | global | both."),
+    instructions: str = typer.Option("on", help="on | off: task instructions on the queries."),
+    split: str = typer.Option("test", help="train | val | test."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output folder (runs, tables, embedding cache)."
+    ),
+    k: int = typer.Option(50, min=1, help="Candidates retrieved per query."),
+    seed: int = typer.Option(0, help="Seed of the per-query instruction draw."),
+    factory: str = typer.Option("Flat", help="FAISS index_factory string (Flat = exact)."),
+    batch_size: int = typer.Option(32, min=1),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Per-task Recall@k (hit rate, as the M-BEIR reference), means, top-1 error analysis."""
+    from mmembed.eval.mbeir import Report, discover, score_run
+    from mmembed.eval.runfile import read_run_ids
+    from mmembed.eval.tables import headline_table, write_report
+
+    if pool not in ("local", "global", "both"):
+        raise typer.BadParameter("--pool must be local, global or both")
+    if instructions not in ("on", "off"):
+        raise typer.BadParameter("--instructions must be on or off")
+    console = _console()
+    out = out or Path("mmembed_eval") / f"mbeir_{split}"
+    runs = _named_runs(run or [])
+    tasks = discover(data, split)
+    if model is not None or not runs:
+        from mmembed.eval.mbeir_run import evaluate_model
+        from mmembed.model import load_embedder
+
+        emb = load_embedder(model)
+        pools = ("local", "global") if pool == "both" else (pool,)
+        report = evaluate_model(
+            data,
+            emb,
+            out_dir=out,
+            pools=pools,
+            instructions=instructions == "on",
+            split=split,
+            k=k,
+            seed=seed,
+            factory=factory,
+            batch_size=batch_size,
+            model_name=model or "default",
+            show_progress=progress,
+        )
+    else:
+        report = Report(split, tasks, settings={"data": str(data), "split": split})
+    if runs:
+        from mmembed.data.mbeir import Layout
+
+        layout = Layout(data)
+        pool_files = [layout.global_pool_file(split), *(t.pool_file for t in tasks)]
+        max_k = max(max(t.ks) for t in tasks)
+        for name, path in runs:
+            report.results.extend(
+                score_run(read_run_ids(path, max_rank=max_k), tasks, name, pool_files=pool_files)
+            )
+        report.settings["runs"] = {n: str(p) for n, p in runs}
+    written = write_report(report, out)
+    from rich.markdown import Markdown
+
+    console.print(Markdown(headline_table(report)))
+    console.print(
+        f"tables: {', '.join(str(p) for p in written)}"
+        + (f"; runs: {out / 'runs'}" if (out / "runs").is_dir() else "")
+    )

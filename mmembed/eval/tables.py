@@ -1,0 +1,165 @@
+"""Result tables of an M-BEIR Report: markdown (headline side by side, recall detail, top-1
+error analysis), JSON and TSV (long format, one metric per row). Knows nothing of models."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+from mmembed.data.records import TASKS
+from mmembed.eval.mbeir import ERROR_KINDS, Report
+
+
+def task_name(task_id: int) -> str:
+    q, c = TASKS[task_id]
+    return f"{task_id}: {q.replace('image,text', 'image+text')} → {c.replace('image,text', 'image+text')}"
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def headline_table(report: Report) -> str:
+    """Tasks as rows, each system's headline recall as a column, the mean last."""
+    systems = report.systems
+    rows = []
+    for t in report.tasks:
+        cells = []
+        for s in systems:
+            r = report.get(t, s)
+            cells.append(_fmt(r.value if r else None))
+        rows.append([task_name(t.task_id), t.dataset, f"R@{t.headline_k}", *cells])
+    rows.append(
+        [
+            "**mean**",
+            f"{len(report.tasks)} tasks",
+            "",
+            *(f"**{_fmt(report.mean(s))}**" for s in systems),
+        ]
+    )
+    return _md(["task", "dataset", "metric", *systems], rows)
+
+
+def recall_table(report: Report) -> str:
+    rows = []
+    for t in report.tasks:
+        for s in report.systems:
+            r = report.get(t, s)
+            if r is None:
+                continue
+            recall = ", ".join(f"{k} {_fmt(v)}" for k, v in r.recall.items())
+            notes = []
+            if r.missing:
+                notes.append(f"{r.missing} unanswered")
+            if r.no_positive:
+                notes.append(f"{r.no_positive} without positives")
+            rows.append(
+                [task_name(t.task_id), t.dataset, s, str(r.queries), recall, "; ".join(notes)]
+            )
+    return _md(["task", "dataset", "system", "queries", "recall (%)", "notes"], rows)
+
+
+def error_table(report: Report) -> str:
+    """Top-1 misses per task split into wrong modality / wrong domain / other (% of queries)."""
+    rows = []
+    for s in report.systems:
+        for t in report.tasks:
+            r = report.get(t, s)
+            if r is None or not r.queries:
+                continue
+            n = r.queries
+            misses = sum(r.errors.values())
+            rows.append(
+                [
+                    s,
+                    task_name(t.task_id),
+                    t.dataset,
+                    _fmt(100 * misses / n),
+                    *(_fmt(100 * r.errors.get(k, 0) / n) for k in ERROR_KINDS),
+                ]
+            )
+        rates = report.error_rates(s)
+        rows.append(
+            [s, "**all**", "", _fmt(sum(rates.values())), *(_fmt(rates[k]) for k in ERROR_KINDS)]
+        )
+    return _md(
+        ["system", "task", "dataset", "top-1 miss", "wrong modality", "wrong domain", "other"], rows
+    )
+
+
+def markdown(report: Report) -> str:
+    st = report.settings
+    head = [f"# M-BEIR evaluation ({report.split} split)", ""]
+    if st:
+        head.append(
+            "Settings: " + ", ".join(f"{k}={v}" for k, v in st.items() if k != "seconds") + ""
+        )
+        head.append("")
+    return "\n".join(
+        [
+            *head,
+            "## Headline (Recall@5; Recall@10 for Fashion200K and FashionIQ), %",
+            "",
+            headline_table(report),
+            "",
+            "## Recall per task",
+            "",
+            recall_table(report),
+            "",
+            "## Top-1 errors (% of queries)",
+            "",
+            "wrong modality: the top-1 candidate's modality differs from the task's candidate modality; "
+            "wrong domain: right modality, another dataset; other: right modality and dataset.",
+            "",
+            error_table(report),
+            "",
+        ]
+    )
+
+
+def tsv(report: Report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(["task_id", "task", "dataset", "dataset_id", "split", "system", "metric", "value"])
+    for t in report.tasks:
+        for s in report.systems:
+            r = report.get(t, s)
+            if r is None:
+                continue
+            base = [t.task_id, task_name(t.task_id), t.dataset, t.dataset_id, t.split, s]
+            for k, v in r.recall.items():
+                w.writerow([*base, k, f"{v:.4f}"])
+            for k in ERROR_KINDS:
+                w.writerow([*base, f"top1_{k}", r.errors.get(k, 0)])
+            w.writerow([*base, "queries", r.queries])
+    for s in report.systems:
+        w.writerow(["", "mean", "", "", report.split, s, "headline_mean", f"{report.mean(s):.4f}"])
+    return buf.getvalue()
+
+
+def write_report(report: Report, out_dir: str | Path, stem: str = "results") -> list[Path]:
+    """results.md, results.json, results.tsv in ``out_dir`` (each written atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext, text in (
+        ("md", markdown(report)),
+        ("json", json.dumps(report.to_json(), indent=2) + "\n"),
+        ("tsv", tsv(report)),
+    ):
+        path = out / f"{stem}.{ext}"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written

@@ -1,0 +1,312 @@
+"""M-BEIR evaluation: hand-computed recall and error analysis from run files on a tree with the
+real M-BEIR naming (lower-case names, MSCOCO's split-specific pool), several runs side by side,
+and a model evaluated end to end on local and global pools whose run files score the same."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmembed.data.instructions import InstructionRow, InstructionTable, write_instructions
+from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries
+from mmembed.data.records import Candidate, Modality, Query
+from mmembed.eval.mbeir import discover, score_run
+from mmembed.eval.runfile import read_run_ids, write_run
+
+
+def toy_tree(root: Path) -> Path:
+    """VisualNews task 0 (text->image), FashionIQ task 7 ((image,text)->image), MSCOCO task 3
+    (image->text, split-specific local pool), their global union pool, qrels and instructions."""
+    lay = Layout(root)
+    (root / "img").mkdir(parents=True)
+
+    def image(name: str, shade: int) -> str:
+        Image.new("RGB", (16, 16), (shade % 256, (shade * 7) % 256, 90)).save(root / "img" / name)
+        return f"img/{name}"
+
+    vn = [Candidate(f"0:{i}", None, image(f"vn{i}.png", 10 * i), Modality.IMAGE) for i in range(12)]
+    fiq = [
+        Candidate(f"7:{i}", None, image(f"fq{i}.png", 20 * i + 5), Modality.IMAGE)
+        for i in range(15)
+    ]
+    coco = [
+        Candidate(f"9:{100 + i}", f"a caption number {i}", None, Modality.TEXT) for i in range(4)
+    ]
+    write_pool(lay.pool_file("visualnews", 0), vn)
+    write_pool(lay.pool_file("fashioniq", 7), fiq)
+    write_pool(root / "cand_pool/local/mbeir_mscoco_task3_test_cand_pool.jsonl", coco)
+    write_pool(lay.global_pool_file("test"), vn + fiq + coco)
+    queries = {
+        ("visualnews", 0): [
+            Query("0:0", "news photo zero", None, Modality.TEXT, 0, ["0:0"]),
+            Query("0:1", "news photo one", None, Modality.TEXT, 0, ["0:1", "0:2"]),
+            Query("0:2", "news photo three", None, Modality.TEXT, 0, ["0:3"]),
+            Query("0:3", "news photo four", None, Modality.TEXT, 0, ["0:4"]),
+        ],
+        ("fashioniq", 7): [
+            Query(f"7:{i}", "is darker", f"img/fq{i + 3}.png", Modality.IMAGE_TEXT, 7, [f"7:{i}"])
+            for i in range(3)
+        ],
+        ("mscoco", 3): [
+            Query("9:0", None, "img/vn0.png", Modality.IMAGE, 3, ["9:100"]),
+            Query("9:1", None, "img/vn1.png", Modality.IMAGE, 3, ["9:101"]),
+        ],
+    }
+    for (name, task), qs in queries.items():
+        write_queries(lay.query_file(name, task, "test"), qs)
+        write_qrels(lay.qrels_file(name, task, "test"), qs)
+    write_instructions(
+        lay.instructions_file,
+        InstructionTable(
+            [
+                InstructionRow(
+                    "text", "image", "VisualNews", 0, ["Find the news image for this caption."]
+                ),
+                InstructionRow(
+                    "image,text",
+                    "image",
+                    "FashionIQ",
+                    7,
+                    ["Find the garment changed as described."],
+                ),
+                InstructionRow(
+                    "image", "text", "MSCOCO", 9, ["Describe this picture.", "Caption this image."]
+                ),
+            ]
+        ),
+    )
+    return root
+
+
+def hand_run(path: Path) -> Path:
+    fill = [f"0:{i}" for i in range(5, 12)]
+    run = {
+        "0:0": ["0:0", *fill],  # hit at rank 1
+        "0:1": [
+            "9:100",
+            "0:9",
+            "0:8",
+            "0:7",
+            "0:2",
+            "0:5",
+        ],  # top-1 is a text: wrong modality; hit at 5
+        "0:2": ["7:0", *fill],  # top-1 from FashionIQ: wrong domain; no hit
+        # "0:3" unanswered
+        "7:0": [f"7:{i}" for i in range(3, 14)] + ["7:0"],  # positive at rank 12: R@20, not R@10
+        "7:1": ["7:1", "7:2"],
+        "7:2": ["7:5", "7:6"],  # same domain, right modality, wrong item: other
+        "9:0": ["9:100"],
+        "9:1": ["9:102", "9:101"],
+    }
+    write_run(
+        path,
+        {q: [(d, 1.0 - 0.01 * r) for r, d in enumerate(ds)] for q, ds in run.items()},
+        tag="hand",
+    )
+    return path
+
+
+def test_discover_names_order_and_split_specific_pool(tmp_path):
+    tasks = discover(toy_tree(tmp_path / "data"))
+    assert [(t.dataset, t.task_id) for t in tasks] == [
+        ("VisualNews", 0),
+        ("MSCOCO", 3),
+        ("FashionIQ", 7),
+    ]
+    assert tasks[1].pool_file.name == "mbeir_mscoco_task3_test_cand_pool.jsonl"
+    assert tasks[2].ks == (10, 20, 50) and tasks[2].headline_k == 10 and tasks[0].headline_k == 5
+    with pytest.raises(FileNotFoundError, match="no M-BEIR query files"):
+        discover(tmp_path / "data", "val")
+
+
+def test_run_scoring_by_hand(tmp_path):
+    root = toy_tree(tmp_path / "data")
+    tasks = discover(root)
+    lay = Layout(root)
+    results = score_run(
+        read_run_ids(hand_run(tmp_path / "hand.trec")),
+        tasks,
+        "hand",
+        pool_files=[lay.global_pool_file("test")],
+    )
+    vn, coco, fiq = results
+    assert vn.recall == pytest.approx({"R@1": 25.0, "R@5": 50.0, "R@10": 50.0})
+    assert vn.errors == {"wrong_modality": 1, "wrong_domain": 1, "other": 0} and vn.missing == 1
+    assert fiq.recall == pytest.approx({"R@10": 100 / 3, "R@20": 200 / 3, "R@50": 200 / 3})
+    assert fiq.headline == "R@10" and fiq.errors == {
+        "wrong_modality": 0,
+        "wrong_domain": 0,
+        "other": 2,
+    }
+    assert coco.recall == pytest.approx({"R@1": 50.0, "R@5": 100.0, "R@10": 100.0})
+    from mmembed.eval.mbeir import Report
+
+    report = Report("test", tasks, results)
+    assert report.mean("hand") == pytest.approx((50.0 + 100 / 3 + 100.0) / 3)
+    assert report.error_rates("hand")["wrong_modality"] == pytest.approx(100 / 9)
+
+
+def test_cli_scores_several_runs_side_by_side(tmp_path):
+    from mmembed.cli import app
+
+    root = toy_tree(tmp_path / "data")
+    hand_run(tmp_path / "before.trec")
+    write_run(tmp_path / "after.trec", {"0:0": [("0:0", 1.0)], "0:3": [("0:4", 1.0)]}, tag="after")
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "mbeir",
+            "--data",
+            str(root),
+            "--run",
+            str(tmp_path / "before.trec"),
+            "--run",
+            f"reranked={tmp_path / 'after.trec'}",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| task | dataset | metric | before | reranked |" in md
+    assert "| 0: text → image | VisualNews | R@5 | 50.0 | 50.0 |" in md
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["means"]["reranked"] == pytest.approx(50.0 / 3)
+    tsv = (tmp_path / "out" / "results.tsv").read_text().splitlines()
+    assert "7\t7: image+text → image\tFashionIQ\t7\ttest\tbefore\tR@20\t66.6667" in tsv
+    bad = tmp_path / "other.trec"
+    write_run(bad, {"5:1": [("5:2", 1.0)]})
+    res = CliRunner().invoke(
+        app,
+        ["eval", "mbeir", "--data", str(root), "--run", str(bad), "--out", str(tmp_path / "o2")],
+    )
+    assert res.exit_code != 0 and "answers none" in str(res.exception)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import torch
+
+    torch.set_num_threads(1)
+    from mmembed.model.testing import tiny_embedder
+
+    return tiny_embedder(seed=0)
+
+
+def test_model_eval_local_and_global(tmp_path, tiny):
+    from mmembed.eval.mbeir_run import evaluate_model
+    from mmembed.eval.tables import write_report
+
+    root = toy_tree(tmp_path / "data")
+    report = evaluate_model(
+        root, tiny, out_dir=tmp_path / "out", show_progress=False, model_name="tiny"
+    )
+    assert report.systems == ["local", "global"]
+    assert len(report.results) == 6 and all(r.queries in (2, 3, 4) for r in report.results)
+    # a run file written by the evaluation scores exactly like the evaluation itself
+    tasks = discover(root)
+    for system in ("local", "global"):
+        run = read_run_ids(tmp_path / "out" / "runs" / f"{system}.trec")
+        assert len(run) == 9
+        pools = (
+            [Layout(root).global_pool_file("test")]
+            if system == "global"
+            else [t.pool_file for t in tasks]
+        )
+        again = score_run(run, tasks, system, pool_files=pools)
+        ours = [r for r in report.results if r.system == system]
+        assert [(r.recall, r.errors) for r in again] == [(r.recall, r.errors) for r in ours]
+    local_run = read_run_ids(tmp_path / "out" / "runs" / "local.trec")
+    assert all(
+        d.startswith("9:") for d in local_run["9:0"]
+    )  # the local pool holds only MSCOCO texts
+    assert len(local_run["0:0"]) == 12 and len(local_run["7:0"]) == 15
+    global_run = read_run_ids(tmp_path / "out" / "runs" / "global.trec")
+    assert len(global_run["0:0"]) == 31  # the union pool
+    paths = write_report(report, tmp_path / "out")
+    assert [p.suffix for p in paths] == [".md", ".json", ".tsv"]
+    md = paths[0].read_text()
+    assert "wrong modality" in md and "| **mean** |" in md
+    meta = json.loads(paths[1].read_text())
+    assert (
+        meta["settings"]["fingerprint"] == tiny.fingerprint
+        and meta["settings"]["instructions"] is True
+    )
+    # a second evaluation reuses the cached embeddings and gives the same numbers
+    again = evaluate_model(
+        root, tiny, out_dir=tmp_path / "out", show_progress=False, model_name="tiny"
+    )
+    assert [r.recall for r in again.results] == [r.recall for r in report.results]
+
+
+def test_model_eval_instructions_off_and_local_only(tmp_path, tiny):
+    from mmembed.eval.mbeir_run import evaluate_model
+
+    root = toy_tree(tmp_path / "data")
+    (root / "instructions" / "query_instructions.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="--instructions off"):
+        evaluate_model(root, tiny, out_dir=tmp_path / "o", show_progress=False)
+    report = evaluate_model(
+        root,
+        tiny,
+        out_dir=tmp_path / "o",
+        pools=("local",),
+        instructions=False,
+        show_progress=False,
+    )
+    assert report.systems == ["local"] and not (tmp_path / "o" / "runs" / "global.trec").exists()
+    assert np.isfinite(report.mean("local"))
+
+
+def test_offline_benchmark_end_to_end(tmp_path, tiny):
+    """The offline benchmark (dataset ids >= 10, names from its files) through the CLI, unchanged."""
+    from mmembed.cli import app
+    from mmembed.data.offline import build
+
+    build(tmp_path / "offline", limit=4, show_progress=False)
+    tiny.save_pretrained(tmp_path / "model")
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "mbeir",
+            "--data",
+            str(tmp_path / "offline"),
+            "--model",
+            str(tmp_path / "model"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    tasks = {(r["dataset"], r["task_id"]) for r in data["results"]}
+    assert {t for _, t in tasks} == {0, 1, 2, 3, 4, 6, 7, 8}
+    assert all(r["dataset_id"] >= 10 for r in data["results"])
+    assert not any(name.islower() for name, _ in tasks)  # display names come from the dataset's tsv
+    assert set(data["means"]) == {"local", "global"}
+    # the rerank path: score the model's own global run next to it
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "mbeir",
+            "--data",
+            str(tmp_path / "offline"),
+            "--run",
+            f"again={tmp_path / 'out' / 'runs' / 'global.trec'}",
+            "--out",
+            str(tmp_path / "o2"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o2" / "results.json").read_text())["means"][
+        "again"
+    ] == pytest.approx(data["means"]["global"])
