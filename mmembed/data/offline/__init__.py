@@ -15,8 +15,8 @@ def build(
     workers: int = 2,
     force: bool = False,
 ) -> dict:
-    """Build the benchmark into ``out_dir``; returns the manifest (see ``build.build``)."""
-    from mmembed.data.offline.build import build as _build
+    """Build the benchmark into ``out_dir``; returns the manifest (see ``builder.build``)."""
+    from mmembed.data.offline.builder import build as _build
 
     return _build(
         out_dir, seed=seed, show_progress=show_progress, limit=limit, workers=workers, force=force

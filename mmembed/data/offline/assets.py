@@ -106,7 +106,7 @@ def asset_versions() -> dict[str, str]:
     from PIL import __version__ as pillow_version
     from PIL import features
 
-    versions = {pkg: _dpkg_version(pkg) for pkg in sorted(APT.values())}
+    versions = {pkg: _dpkg_version(pkg) for pkg in sorted([*APT.values(), "fonts-dejavu-core"])}
     versions["emoji (PyPI)"] = importlib.metadata.version("emoji")
     versions["pillow (PyPI)"] = pillow_version
     versions["pillow freetype2"] = str(features.version("freetype2"))

@@ -66,7 +66,13 @@ ROW_H = CELL + 16
 TEXT_W = 230
 
 
+SHEET_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # Debian fonts-dejavu-core
+
+
 def _font(size: int = 13) -> ImageFont.ImageFont:
+    """DejaVu Sans where installed (accents); Pillow's ASCII-only default font otherwise."""
+    if Path(SHEET_FONT).exists():
+        return ImageFont.truetype(SHEET_FONT, size)
     return ImageFont.load_default(size=size)
 
 

@@ -28,7 +28,7 @@ def build_offline_command(
     from rich.console import Console
 
     from mmembed.data.offline.assets import AssetMissingError
-    from mmembed.data.offline.build import build
+    from mmembed.data.offline.builder import build
     from mmembed.data.offline.card import stats_table
 
     con = Console(stderr=True, highlight=False)

@@ -56,24 +56,29 @@ def _select_groups(universe: dict[str, Emoji], seed: int, limit: int | None) -> 
                 (g for g, sp in group_split.items() if sp == s), key=lambda g: rank_of(g, seed)
             )
             chosen: list[str] = []
-            for kind in sorted(kinds):  # a couple of groups per edit kind first
-                chosen += [g for g in ranked if g in kinds[kind] and g not in chosen][:2]
+            for kind in sorted(kinds):  # one group per edit kind first
+                chosen += [g for g in ranked if g in kinds[kind] and g not in chosen][:1]
             chosen += [g for g in ranked if g not in chosen][: max(0, limit - len(chosen))]
             keep.update(chosen)
     return {k: group_split[e.group] for k, e in sorted(universe.items()) if e.group in keep}
 
 
 def _select_synsets(assets, seed: int, limit: int | None) -> dict[str, list]:
+    """Per split, the first N synsets in seeded order whose definition has >= 3 words and does
+    not contain one of the synset's own lemmas."""
     by_split: dict[str, list] = defaultdict(list)
     for syn in read_wordnet(assets):
-        if len(syn.definition.split()) >= 3 and not leaks(syn):
-            by_split[split_of(syn.key, seed, FRACTIONS)].append(syn)
+        by_split[split_of(syn.key, seed, FRACTIONS)].append(syn)
     out = {}
     for s in SPLITS:
         n = WORDNET_SIZES[s] if limit is None else limit
-        out[s] = sorted(
-            sorted(by_split[s], key=lambda x: rank_of(x.key, seed))[:n], key=lambda x: x.key
-        )
+        kept = []
+        for syn in sorted(by_split[s], key=lambda x: rank_of(x.key, seed)):
+            if len(kept) == n:
+                break
+            if len(syn.definition.split()) >= 3 and not leaks(syn):
+                kept.append(syn)
+        out[s] = sorted(kept, key=lambda x: x.key)
     return out
 
 
