@@ -14,7 +14,7 @@ from train_fixtures import config_dict, make_tree
 
 from mmembed.data.records import Candidate, Modality, Query
 from mmembed.train.config import ConfigError, SourceConfig, load_config
-from mmembed.train.sampler import BatchPlan, build_batch, pack, Planned
+from mmembed.train.sampler import BatchPlan, Planned, build_batch, pack
 from mmembed.train.sources import Example, Source, load_sources
 
 
@@ -25,9 +25,18 @@ def _write(path: Path, data: dict) -> Path:
 
 def test_config_base_overrides_and_types(tmp_path):
     base = _write(tmp_path / "base.yaml", config_dict(tmp_path, tmp_path, tmp_path / "out"))
-    child = _write(tmp_path / "child.yaml", {"base": "base.yaml", "loss": {"grad_cache": True}, "epochs": 5})
-    cfg = load_config(child, ["--data.batch_size=8", "optim.lr=3e-4", "data.sources.0.weight=2",
-                              "model.lora.targets=[query, value]"])
+    child = _write(
+        tmp_path / "child.yaml", {"base": "base.yaml", "loss": {"grad_cache": True}, "epochs": 5}
+    )
+    cfg = load_config(
+        child,
+        [
+            "--data.batch_size=8",
+            "optim.lr=3e-4",
+            "data.sources.0.weight=2",
+            "model.lora.targets=[query, value]",
+        ],
+    )
     assert cfg.epochs == 5 and cfg.loss.grad_cache and cfg.loss.temperature == 0.05  # from base
     assert cfg.data.batch_size == 8 and cfg.optim.lr == pytest.approx(3e-4)
     assert cfg.data.sources[0].weight == 2.0 and cfg.data.sources[0].name == "coco"
@@ -65,13 +74,17 @@ def test_config_missing_file_and_loop(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-def _toy_source(name: str, n: int, *, shared_every: int = 0, negs: int = 0, tasks: int = 1) -> Source:
+def _toy_source(
+    name: str, n: int, *, shared_every: int = 0, negs: int = 0, tasks: int = 1
+) -> Source:
     cands, examples = {}, []
     for i in range(n):
         pos = f"1:{i // shared_every}" if shared_every else f"1:{i}"
         for d in [pos, *(f"1:{1000 + i * 10 + k}" for k in range(negs))]:
             cands[d] = Candidate(d, f"doc {d}", None, Modality.TEXT)
-        neg = [f"1:{1000 + i * 10 + k}" for k in range(negs)] + ([f"1:{1000 + (i + 1) % n * 10}"] if negs else [])
+        neg = [f"1:{1000 + i * 10 + k}" for k in range(negs)] + (
+            [f"1:{1000 + (i + 1) % n * 10}"] if negs else []
+        )
         q = Query(f"1:{i}", f"query {i}", None, Modality.TEXT, 1, [pos])
         examples.append(Example(f"{name}/1:{i}", q, [pos], neg, f"1:{i % tasks}"))
     for ex in examples:
@@ -89,7 +102,9 @@ def test_plan_is_a_pure_function_of_seed_epoch_step():
     assert [b.batch(1, s) for s in (4, 2)] == [a.batch(1, 4), a.batch(1, 2)]
     assert b.batch(0, 3) == a.batch(0, 3)
     assert a.epoch(0) != a.epoch(1)  # reshuffled each epoch
-    assert BatchPlan([src], batch_size=8, seed=4).epoch(0) != BatchPlan([src], batch_size=8, seed=3).epoch(0)
+    assert BatchPlan([src], batch_size=8, seed=4).epoch(0) != BatchPlan(
+        [src], batch_size=8, seed=3
+    ).epoch(0)
     seen = Counter(p.index for batch in a.epoch(0) for p in batch)
     assert len(seen) == 40 and set(seen.values()) == {1}  # one pass over the data
 
@@ -103,11 +118,19 @@ def test_batches_have_no_duplicate_candidates():
         assert len(batch) == 6
     tb = build_batch(plan.batch(0, 0), [src], seed=0, epoch=0)
     assert len(tb.cand_dids) == len(set(tb.cand_dids))
-    assert all(tb.cand_dids[lab] in src.examples[p.index].pos for lab, p in zip(tb.labels, plan.batch(0, 0)))
+    assert all(
+        tb.cand_dids[lab] in src.examples[p.index].pos
+        for lab, p in zip(tb.labels, plan.batch(0, 0), strict=True)
+    )
 
 
 def test_pack_defers_a_shared_positive_and_drops_shared_negatives():
-    ps = [Planned(0, 0, "a", ("x",)), Planned(0, 1, "a", ()), Planned(0, 2, "b", ("x", "y")), Planned(0, 3, "c", ())]
+    ps = [
+        Planned(0, 0, "a", ("x",)),
+        Planned(0, 1, "a", ()),
+        Planned(0, 2, "b", ("x", "y")),
+        Planned(0, 3, "c", ()),
+    ]
     batches = pack(ps, 2)
     assert [[p.index for p in b] for b in batches] == [[0, 2], [1, 3]]
     assert batches[0][1].negs == ("y",)
@@ -137,18 +160,31 @@ def test_rank_slices_partition_the_global_batch():
 
 def test_mbeir_source_instructions_seeded_by_seed_query_epoch(tmp_path):
     root = make_tree(tmp_path / "m")
-    cfg = SourceConfig(name="coco", root=str(root), queries=["query/train/*.jsonl"],
-                       pool=["cand_pool/global/mbeir_union_train_cand_pool.jsonl"])
+    cfg = SourceConfig(
+        name="coco",
+        root=str(root),
+        queries=["query/train/*.jsonl"],
+        pool=["cand_pool/global/mbeir_union_train_cand_pool.jsonl"],
+    )
     (src,) = load_sources([cfg])
     assert len(src) == 16 and src.weight == 16.0
     ex = src.examples[0]
     draws = {e: src.choose_instruction(ex, seed=1, epoch=e) for e in range(8)}
-    assert draws == {e: src.choose_instruction(ex, seed=1, epoch=e) for e in range(8)}  # reproducible
+    assert draws == {
+        e: src.choose_instruction(ex, seed=1, epoch=e) for e in range(8)
+    }  # reproducible
     assert len(set(draws.values())) == 2  # both prompts of the task show up over epochs
-    assert set(draws.values()) <= {"Find the picture this caption describes.", "Retrieve the image."}
+    assert set(draws.values()) <= {
+        "Find the picture this caption describes.",
+        "Retrieve the image.",
+    }
     tb = build_batch(BatchPlan([src], batch_size=4, seed=1).batch(0, 0), [src], seed=1, epoch=0)
     assert all(i is not None for i in tb.instructions)
-    assert all(str(it.image).startswith(str(root)) for it in tb.cand_items + tb.query_items if it.image is not None)
+    assert all(
+        str(it.image).startswith(str(root))
+        for it in tb.cand_items + tb.query_items
+        if it.image is not None
+    )
 
 
 def test_bad_records_are_reported_and_skipped(tmp_path, caplog):
@@ -160,8 +196,12 @@ def test_bad_records_are_reported_and_skipped(tmp_path, caplog):
     bad["pos_cand_list"] = ["9:999"]  # not in the pool
     lines[2] = json.dumps(bad)
     qf.write_text("\n".join(lines) + "\n")
-    cfg = SourceConfig(name="coco", root=str(root), queries=["query/train/*.jsonl"],
-                       pool=["cand_pool/global/mbeir_union_train_cand_pool.jsonl"])
+    cfg = SourceConfig(
+        name="coco",
+        root=str(root),
+        queries=["query/train/*.jsonl"],
+        pool=["cand_pool/global/mbeir_union_train_cand_pool.jsonl"],
+    )
     (src,) = load_sources([cfg])
     assert len(src) == 14
     assert "2 error(s)" in caplog.text and "mbeir_mscoco_task0_train.jsonl:2" in caplog.text
@@ -172,16 +212,32 @@ def test_bad_records_are_reported_and_skipped(tmp_path, caplog):
 def test_beir_text_source(tmp_path):
     d = tmp_path / "wn"
     (d / "qrels").mkdir(parents=True)
-    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"s{i}", "title": f"word{i}", "text": f"gloss {i}"}) + "\n"
-                                            for i in range(6)))
-    (d / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"what is word{i}"}) + "\n" for i in range(6)))
-    (d / "qrels/train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\ts{i}\t1\n" for i in range(5)))
-    cfg = SourceConfig(name="wn", kind="beir", root=str(d), instruction="Given a definition, find the word",
-                       in_batch_negatives=False)
+    (d / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"s{i}", "title": f"word{i}", "text": f"gloss {i}"}) + "\n"
+            for i in range(6)
+        )
+    )
+    (d / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"what is word{i}"}) + "\n" for i in range(6))
+    )
+    (d / "qrels/train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\ts{i}\t1\n" for i in range(5))
+    )
+    cfg = SourceConfig(
+        name="wn",
+        kind="beir",
+        root=str(d),
+        instruction="Given a definition, find the word",
+        in_batch_negatives=False,
+    )
     (src,) = load_sources([cfg])
     assert len(src) == 5 and src.examples[0].pos == ["wn/s0"]
     assert src.candidates["wn/s0"].text == "word0 gloss 0"
     tb = build_batch(BatchPlan([src], batch_size=2, seed=0).batch(0, 0), [src], seed=0, epoch=0)
-    assert tb.instructions == ["Given a definition, find the word"] * 2 and tb.in_batch == [False, False]
+    assert tb.instructions == ["Given a definition, find the word"] * 2 and tb.in_batch == [
+        False,
+        False,
+    ]
     meta = tb.to_meta()
     assert meta.in_batch.tolist() == [False, False] and meta.own.sum().item() == 2

@@ -14,15 +14,30 @@ from mmembed.train.mine_files import mine_files
 
 torch.set_num_threads(1)
 
-MOD = {"p": "image", "a": "image", "b": "text", "c": "image", "d": "image,text", "e": "image", "f": "image"}
+MOD = {
+    "p": "image",
+    "a": "image",
+    "b": "text",
+    "c": "image",
+    "d": "image,text",
+    "e": "image",
+    "f": "image",
+}
 RANKED = [("a", 0.99), ("p", 0.9), ("b", 0.8), ("c", 0.7), ("d", 0.6), ("e", 0.5), ("f", 0.4)]
 
 
 def _sel(**kw):
     base = {"rank_threshold": 3, "positive_ratio": None}
     stats = MiningStats()
-    out = select_negatives(RANKED, positives={"p"}, positive_score=0.9, target_modality="image",
-                           modality_of=MOD, cfg=MiningConfig(**{**base, **kw}), stats=stats)
+    out = select_negatives(
+        RANKED,
+        positives={"p"},
+        positive_score=0.9,
+        target_modality="image",
+        modality_of=MOD,
+        cfg=MiningConfig(**{**base, **kw}),
+        stats=stats,
+    )
     return out, stats
 
 
@@ -63,17 +78,27 @@ def test_mine_files_with_tiny_model(tmp_path):
     rows = [json.loads(x) for x in qf.read_text().splitlines()]
     rows[0]["pos_cand_list"].append("9:2")
     qf.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    written, stats = mine_files(root, ["query/train/*.jsonl"], ["cand_pool/global/mbeir_union_train_cand_pool.jsonl"],
-                                tmp_path / "mined", model=tiny_embedder(0), cfg=MiningConfig(top_k=32, rank_threshold=5,
-                                                                                            positive_ratio=None),
-                                show_progress=False)
-    assert [p.name for p in written] == ["mbeir_mscoco_task0_train.jsonl", "mbeir_mscoco_task3_train.jsonl"]
+    written, stats = mine_files(
+        root,
+        ["query/train/*.jsonl"],
+        ["cand_pool/global/mbeir_union_train_cand_pool.jsonl"],
+        tmp_path / "mined",
+        model=tiny_embedder(0),
+        cfg=MiningConfig(top_k=32, rank_threshold=5, positive_ratio=None),
+        show_progress=False,
+    )
+    assert [p.name for p in written] == [
+        "mbeir_mscoco_task0_train.jsonl",
+        "mbeir_mscoco_task3_train.jsonl",
+    ]
     mined = [q for p in written for q in read_queries(p)]
     assert len(mined) == 16 and stats.queries == 16
     assert all(q.neg_dids for q in mined)
     for q in mined:
         assert not set(q.neg_dids) & set(q.pos_dids), q.qid
-    assert stats.dropped["positive"] == 17  # top 32 = the whole pool: every positive came back and was refused
+    assert (
+        stats.dropped["positive"] == 17
+    )  # top 32 = the whole pool: every positive came back and was refused
     # modality-aware: a text->image query may get caption (wrong-modality) negatives at any rank
     t0 = [q for q in mined if q.task_id == 0]
     assert any(d.startswith("9:1") and int(d.split(":")[1]) >= 100 for q in t0 for d in q.neg_dids)
