@@ -77,6 +77,7 @@ def save_checkpoint(
     rank: int = 0,
     barrier: Any = None,
     keep_last: int | None = None,
+    engine: Any = None,
 ) -> Path:
     """Write ``root/step-NNNNNNNN`` atomically. Every process calls it (each saves its own RNG
     state); the main process writes the rest and renames. ``barrier()`` syncs processes."""
@@ -94,12 +95,15 @@ def save_checkpoint(
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / f"rng-{rank}.pt")
+    if engine is not None:
+        engine.save_state(str(tmp / "engine"))  # every process writes its partition
     if rank == 0:
-        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        if engine is None:
+            save_file(trainable_state(model), str(tmp / WEIGHTS))
+            torch.save(optimizer.state_dict(), tmp / OPTIM)
         loss_state = {k: v.detach().cpu().contiguous() for k, v in loss.state_dict().items()}
         if loss_state:
             save_file(loss_state, str(tmp / LOSS_WEIGHTS))
-        torch.save(optimizer.state_dict(), tmp / OPTIM)
         torch.save(scheduler.state_dict(), tmp / SCHED)
         config.save(tmp / "config.yaml")
         (tmp / STATE).write_text(
@@ -126,6 +130,7 @@ def load_checkpoint(
     scheduler: Any,
     rank: int = 0,
     world_size: int = 1,
+    engine: Any = None,
 ) -> TrainerState:
     """Restore everything ``save_checkpoint`` wrote, in place; returns the trainer position."""
     from safetensors.torch import load_file
@@ -137,6 +142,25 @@ def load_checkpoint(
             f"{path}: written by {state.world_size} process(es), resumed with {world_size}; "
             "the data order depends on the global batch: resume with the same number of processes"
         )
+    if engine is not None:
+        engine.load_state(str(path / "engine"))
+    else:
+        _load_weights(path, model, optimizer)
+    if (path / LOSS_WEIGHTS).is_file():
+        loss.load_state_dict(load_file(str(path / LOSS_WEIGHTS)))
+    scheduler.load_state_dict(torch.load(path / SCHED, weights_only=True))
+    rng_file = path / f"rng-{rank}.pt"
+    if rng_file.is_file():
+        rng = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    return state
+
+
+def _load_weights(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    from safetensors.torch import load_file
+
     weights = load_file(str(path / WEIGHTS))
     missing = sorted(n for n, p in model.named_parameters() if p.requires_grad and n not in weights)
     own = set(dict(model.named_parameters())) | set(dict(model.named_buffers()))
@@ -147,14 +171,4 @@ def load_checkpoint(
             f"(missing {missing[:5]}, unexpected {unexpected[:5]}); was the config changed?"
         )
     model.load_state_dict(weights, strict=False)
-    if (path / LOSS_WEIGHTS).is_file():
-        loss.load_state_dict(load_file(str(path / LOSS_WEIGHTS)))
     optimizer.load_state_dict(torch.load(path / OPTIM, weights_only=True))
-    scheduler.load_state_dict(torch.load(path / SCHED, weights_only=True))
-    rng_file = path / f"rng-{rank}.pt"
-    if rng_file.is_file():
-        rng = torch.load(rng_file, weights_only=True)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-    return state

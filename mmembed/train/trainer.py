@@ -63,10 +63,31 @@ def make_accelerator(cfg: TrainConfig) -> Any:
             ) from e
         from accelerate.utils import DeepSpeedPlugin
 
-        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed)
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg))
     if not torch.cuda.is_available():
         kwargs["cpu"] = True
     return Accelerator(**kwargs)
+
+
+def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The DeepSpeed json with its "auto" fields filled from the training config (no dataloader
+    is handed to accelerate, so it cannot infer them)."""
+    path = Path(cfg.deepspeed)
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"deepspeed config {path}: cannot read it ({e})") from None
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    fill = {
+        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "train_batch_size": cfg.data.batch_size * world,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.optim.max_grad_norm or 0.0,
+    }
+    for k, v in fill.items():
+        if ds.get(k, "auto") == "auto":
+            ds[k] = v
+    return ds
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> Any:
@@ -206,6 +227,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             scheduler=scheduler,
             rank=dist.rank,
             world_size=dist.world_size,
+            engine=accelerator if cfg.deepspeed else None,
         )
         log.info("resumed from %s (step %d)", resume_from, start.global_step)
     if dist.is_main:
@@ -251,7 +273,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         grad_norm = None
         if cfg.optim.max_grad_norm:
             params = [p for g in optimizer.param_groups for p in g["params"]]
-            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm))
+            norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else None  # DeepSpeed clips inside
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -286,6 +309,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 rank=dist.rank,
                 barrier=accelerator.wait_for_everyone,
                 keep_last=cfg.keep_last,
+                engine=accelerator if cfg.deepspeed else None,
             )
     bar.close()
     final = None
