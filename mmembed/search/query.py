@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mmembed.search import DEFAULT_K
+from mmembed.search.batching import Batcher
 from mmembed.search.library import Library, LibraryError
 from mmembed.search.scan import Entry
 from mmembed.search.thumbs import ThumbnailCache
@@ -20,8 +23,8 @@ _THREAD = threading.local()
 
 
 def _one_faiss_thread() -> None:
-    """Single-query search runs best on one OpenMP thread: a team per server thread spinning on
-    two shared cores costs ~10-30 ms a query. The setting is per calling thread."""
+    """Small query batches search best on one OpenMP thread: a team spinning on two shared cores
+    cost ~10-30 ms a query in a server thread. The setting is per calling thread."""
     if not getattr(_THREAD, "done", False):
         from mmembed.index.device import import_faiss
 
@@ -71,7 +74,22 @@ class Searcher:
         self.instruction = instruction
         self.index = library.load_index()
         self.thumbs = ThumbnailCache()
-        self._lock = threading.Lock()
+        # Concurrent searches (a server) are encoded and searched together, one batch at a time.
+        self._batcher = Batcher(self._run_batch, max_batch=32, on_start=_one_faiss_thread)
+
+    def _run_batch(self, requests: list[tuple[Any, int]]) -> list[tuple[np.ndarray, list[str]]]:
+        items = [item for item, _ in requests]
+        q = self.embedder.encode_queries(
+            items, instructions=self.instruction, show_progress=False
+        )  # (B, D)
+        kmax = max(k for _, k in requests)
+        fp = str(self.embedder.fingerprint)
+        scores, ids = self.index.search(q, kmax, fingerprint=fp)  # (B, kmax), [[did] * kmax] * B
+        return [(scores[b, :k], ids[b][:k]) for b, (_, k) in enumerate(requests)]
+
+    def close(self) -> None:
+        """Stop the batching worker thread (it is a daemon; closing is optional)."""
+        self._batcher.close()
 
     @classmethod
     def open(
@@ -107,16 +125,9 @@ class Searcher:
         k = min(int(k), len(self.library))
         if k == 0:
             return []
-        item = Item(text=text or None, image=image)
-        _one_faiss_thread()
-        with self._lock:  # one encoder forward at a time; torch threads do the parallel work
-            q = self.embedder.encode_queries(
-                [item], instructions=self.instruction, show_progress=False
-            )  # (1, D)
-            fp = str(self.embedder.fingerprint)
-            scores, ids = self.index.search(q, k, fingerprint=fp)  # (1, k), [[did] * k]
+        scores, ids = self._batcher((Item(text=text or None, image=image), k))  # (k,), [did] * k
         hits = []
-        for s, did in zip(scores[0].tolist(), ids[0], strict=True):
+        for s, did in zip(scores.tolist(), ids, strict=True):
             entry = self.library.entries.get(did)
             if entry is None:  # padding from an index with fewer than k items
                 continue
