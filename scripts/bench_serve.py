@@ -236,6 +236,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.concurrency) as pool:
             results = list(pool.map(one, plan))
         wall = time.perf_counter() - t0
+        batching = client.get("/api/info").json().get("batching", {})
     finally:
         server.terminate()
         server.wait(10)
@@ -249,6 +250,7 @@ def main() -> None:
         "by_kind": {k: _summary([ms for kk, ms, _ in results if kk == k])
                     for k in ("text", "image", "thumb") if any(kk == k for kk, _, _ in results)},
         "direct_in_process": {k: _summary(v) for k, v in direct.items() if v},
+        "server_batching": batching,
     }  # fmt: skip
     print(
         f"\n{out['requests']} requests, {args.concurrency} concurrent, {HOST} only: "
@@ -270,6 +272,11 @@ def main() -> None:
         "(direct = the same search called in-process, one at a time, no HTTP; the ratio "
         "includes queueing behind the other concurrent requests)"
     )
+    if batching:
+        print(
+            f"server batching: {batching['items']} searches in {batching['batches']} encoder "
+            f"batches (mean {batching['mean']:.1f}, largest {batching['largest']})"
+        )
     for k, e in errors[:10]:
         print(f"error ({k}): {e}")
     if args.out:

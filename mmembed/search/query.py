@@ -87,6 +87,12 @@ class Searcher:
         scores, ids = self.index.search(q, kmax, fingerprint=fp)  # (B, kmax), [[did] * kmax] * B
         return [(scores[b, :k], ids[b][:k]) for b, (_, k) in enumerate(requests)]
 
+    def batch_stats(self) -> dict[str, Any]:
+        """How concurrent searches were batched so far (batches, items, largest, mean)."""
+        from mmembed.search.batching import stats
+
+        return stats(self._batcher)
+
     def close(self) -> None:
         """Stop the batching worker thread (it is a daemon; closing is optional)."""
         self._batcher.close()

@@ -193,6 +193,7 @@ def create_app(
     def info() -> dict[str, Any]:
         data = searcher.library.info()
         data["max_upload_bytes"] = max_upload_bytes
+        data["batching"] = searcher.batch_stats()
         return data
 
     @app.get("/api/search")
