@@ -146,6 +146,11 @@ def assign_dids(
     arrive; pinned dids of another dataset id or of keys no longer present are ignored."""
     prefix = f"{dataset_id}:"
     present = set(keys)
+    if len(present) > DID_BASE:
+        raise ValueError(
+            f"more than {DID_BASE:,} items cannot share dataset id {dataset_id}; split the corpus "
+            "and give each part its own dataset_id"
+        )
     out: dict[str, str] = {}
     taken: set[int] = set()
     for key, did in sorted((pinned or {}).items()):
