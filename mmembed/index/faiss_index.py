@@ -122,6 +122,7 @@ class Index:
         gpu: bool | str | int = "auto",
         id_mode: str = "auto",
         seed: int = 0,
+        train_size: int = TRAIN_MAX,
     ) -> Index:
         """Index ``embeddings`` (N, dim) (any float dtype, memmaps fine) under ``ids``."""
         embeddings = (
@@ -142,16 +143,16 @@ class Index:
             id_mode=mode,
         )
         if not idx._index.is_trained:
-            idx.train(embeddings, seed=seed)
+            idx.train(embeddings, seed=seed, size=train_size)
         idx.add(embeddings, ids)
         return idx
 
-    def train(self, embeddings: np.ndarray, *, seed: int = 0) -> None:
-        """Train the quantiser (IVF, PQ) on a seeded sample of at most TRAIN_MAX rows."""
+    def train(self, embeddings: np.ndarray, *, seed: int = 0, size: int = TRAIN_MAX) -> None:
+        """Train the quantiser (IVF, PQ) on a seeded sample of at most ``size`` rows."""
         n = embeddings.shape[0]
         rows = np.arange(n)
-        if n > TRAIN_MAX:
-            rows = np.sort(np.random.default_rng(seed).choice(n, TRAIN_MAX, replace=False))
+        if n > size:
+            rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
         sample = _as_float32(embeddings[rows], self.dim, "training vectors")
         if self.normalized:
             sample = _normalise(sample)
