@@ -119,6 +119,8 @@ def test_full_build(tmp_path):
         assert row["splits"]["test"]["pool"] >= 450, row  # several hundred to a few thousand
         assert row["splits"]["test"]["queries"] >= 350, row
     assert manifest["global_pool"]["test"] > 10_000
+    # of identical drawings the older emoji stays: France, not Clipperton Island
+    assert "noto:1f1e8-1f1f5=1f1eb-1f1f7" in manifest["dropped"]["duplicate_pixels"]
     report = validate_tree(tmp_path / "offline", check_images=True)
     assert report.ok and report.n_errors == 0
 

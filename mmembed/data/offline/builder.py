@@ -94,13 +94,13 @@ def _render_jobs(out: Path, universe, split, gem_index) -> tuple[list, set[str],
 
 def _check_renders(out: Path, universe, need_noto, need_gem, results):
     """Keep emoji whose drawing worked and is not pixel-identical to an earlier one's."""
-    dropped: dict[str, list[str]] = {"undrawable": [], "duplicate_pixels": []}
+    dropped: dict[str, list[str]] = {"undrawable": [], "duplicate_pixels": []}  # sorted later
     keep_noto: set[str] = set()
     keep_gem: set[str] = set()
     for style, keys, keep, path_of in (("noto", sorted(need_noto), keep_noto, noto_path),
                                        ("gem", need_gem, keep_gem, gem_path)):  # fmt: skip
         seen: dict[str, str] = {}
-        for k in keys:
+        for k in sorted(keys, key=lambda k: (universe[k].version, len(k), k)):
             digest, _err = results[str(out / path_of(universe[k]))]
             if digest is None:
                 dropped["undrawable"].append(f"{style}:{universe[k].code}")

@@ -41,11 +41,12 @@ def build_offline_command(
         con.print(f"error: {e}", markup=False)
         raise typer.Exit(2) from None
     seconds = time.perf_counter() - start
-    con.print(stats_table(manifest), markup=False)
+    con.print(stats_table(manifest), markup=False, soft_wrap=True)
     dropped = sum(len(v) for v in manifest["dropped"].values())
     con.print(
         f"built {out} in {seconds:.1f} s: {manifest['files']:,} files, "
         f"{manifest['bytes'] / 1e6:.1f} MB, {dropped} emoji dropped (see manifest.json), "
         f"digest {manifest['digest'][:16]}",
         markup=False,
+        soft_wrap=True,
     )

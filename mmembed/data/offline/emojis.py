@@ -45,6 +45,7 @@ class Emoji:
     tone: str | None  # the one skin-tone modifier it carries, None if none or mixed
     names: dict[str, str] = field(compare=False)  # language -> CLDR name
     keywords: tuple[str, ...] = field(compare=False, default=())  # English CLDR keywords
+    version: float = field(compare=False, default=0.0)  # Emoji version that introduced it
 
     @property
     def toned(self) -> bool:
@@ -99,6 +100,7 @@ def load_universe(assets: Assets) -> dict[str, Emoji]:
             tone=next(iter(tones)) if len(tones) == 1 else None,
             names={lang: n for lang, n in by_lang.items() if n},
             keywords=names["en"].get(key, (None, ()))[1],
+            version=float(info.get("E", 0.0)),
         )
     return out
 
