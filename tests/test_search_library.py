@@ -231,3 +231,10 @@ def test_only_indexed_files_inside_roots_are_servable(photos: Path, tmp_path: Pa
     for requested, why in refused.items():
         with pytest.raises(PermissionError, match=why):
             lib.resolve_file(requested)
+
+
+def test_empty_folder_gives_an_empty_searchable_index(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    r = update_library(tmp_path / "lib", [tmp_path / "empty"], ColourEmbedder())
+    assert r.items == 0 and r.encoded == 0
+    assert Searcher(Library.open(tmp_path / "lib"), ColourEmbedder()).search("red") == []

@@ -4,6 +4,7 @@ serving confined to indexed files inside the roots; Host checks; the page itself
 from __future__ import annotations
 
 import io
+import json
 import urllib.parse
 from pathlib import Path
 
@@ -29,6 +30,9 @@ def setup(tmp_path: Path):
     secret.write_text("do not serve")
     (photos / "escape.txt").symlink_to(secret)
     (photos / "notes" / "ignored.bin").write_bytes(b"\x00binary")
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (20, 20), (10, 10, 10)).save(outside)
+    (photos / "records.jsonl").write_text(json.dumps({"text": "black", "image": str(outside)}))
     emb = ColourEmbedder()
     update_library(tmp_path / "lib", [photos], emb)
     searcher = Searcher(Library.open(tmp_path / "lib"), emb)
@@ -58,7 +62,7 @@ def test_page_and_info(setup) -> None:
     assert r.headers["x-content-type-options"] == "nosniff"
     info = client.get("/api/info").json()
     assert (
-        info["items"] == 7 and info["roots"] == [str(photos)] and info["max_upload_bytes"] == LIMIT
+        info["items"] == 8 and info["roots"] == [str(photos)] and info["max_upload_bytes"] == LIMIT
     )
 
 
@@ -148,3 +152,12 @@ def test_unknown_host_refused(setup) -> None:
     client, _, _ = setup
     assert client.get("/api/info", headers={"host": "evil.example"}).status_code == 400
     assert client.get("/api/info", headers={"host": "127.0.0.1:8000"}).status_code == 200
+
+
+def test_outside_images_are_searchable_but_not_shown(setup) -> None:
+    client, photos, _ = setup
+    res = client.get("/api/search", params={"q": "black", "k": 8}).json()["results"]
+    rec = next(x for x in res if x["modality"] == "image,text")
+    assert rec["path"] == str(photos / "records.jsonl") and rec["line"] == 1
+    assert rec["thumb"] is None and client.get(f"/api/thumb/{rec['did']}").status_code == 403
+    assert client.get(rec["file"]).status_code == 200  # the jsonl itself is an indexed file

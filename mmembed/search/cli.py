@@ -129,6 +129,11 @@ def index(
         )
     except (LibraryError, NotADirectoryError) as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        status.stop()
+        progress.stop()
+        _fail("interrupted: the batches encoded so far are kept; run the same command again "
+              "to resume", code=130)  # fmt: skip
     finally:
         status.stop()
         progress.stop()

@@ -152,6 +152,13 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     app.add_middleware(SecurityHeaders)
 
+    def _servable(path: str) -> bool:
+        try:
+            searcher.library.resolve_file(path)
+        except (PermissionError, FileNotFoundError):
+            return False
+        return True
+
     def run(text: str | None, image: Any, k: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
@@ -162,12 +169,10 @@ def create_app(
         results = []
         for h in hits:
             j = h.to_json()
-            j["thumb"] = (
-                f"/api/thumb/{urllib.parse.quote(h.entry.did, safe='')}" if h.entry.image else None
-            )
-            j["file"] = "/api/file?path=" + urllib.parse.quote(
-                h.entry.image or h.entry.source, safe=""
-            )
+            e = h.entry
+            shown = e.image if e.image and _servable(e.image) else None
+            j["thumb"] = f"/api/thumb/{urllib.parse.quote(e.did, safe='')}" if shown else None
+            j["file"] = "/api/file?path=" + urllib.parse.quote(shown or e.source, safe="")
             results.append(j)
         return {
             "query": {"text": text or None, "image": image is not None},
