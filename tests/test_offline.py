@@ -223,10 +223,12 @@ def test_offline_tree_validates_clean(built):
     assert sum(f.records for f in report.files) > 1000
 
 
-def test_refuses_to_overwrite(built, tmp_path):
+def test_rebuild_is_a_no_op_and_never_overwrites_foreign_folders(built, tmp_path):
     root, manifest = built
+    again = build(root, limit=LIMIT, show_progress=False)  # same settings: kept as is
+    assert again["reused"] and again["digest"] == manifest["digest"]
     with pytest.raises(FileExistsError, match="--force"):
-        build(root, limit=LIMIT, show_progress=False)
+        build(root, seed=3, limit=LIMIT, show_progress=False)  # other settings need --force
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -234,3 +236,18 @@ def test_refuses_to_overwrite(built, tmp_path):
         build(foreign, limit=LIMIT, show_progress=False, force=True)
     assert (foreign / "notes.txt").read_text() == "keep me"
     assert json.loads((root / "manifest.json").read_text())["digest"] == manifest["digest"]
+
+
+def test_force_replaces_a_modified_build(built, tmp_path):
+    import shutil
+
+    root, manifest = built
+    out = tmp_path / "b"
+    shutil.copytree(root, out)
+    (out / "README.md").write_text("edited")
+    with pytest.raises(FileExistsError, match="changed since it was built"):
+        build(out, limit=LIMIT, show_progress=False)
+    rebuilt = build(out, limit=LIMIT, show_progress=False, force=True)
+    assert rebuilt["digest"] == manifest["digest"] and "reused" not in rebuilt
+    assert (out / "README.md").read_text().startswith("# mmembed offline benchmark")
+    assert not list(tmp_path.glob(".b.partial-*"))  # the temporary folder is gone

@@ -4,6 +4,7 @@ and a contact sheet. Output bytes depend only on the seed, the limit and the ass
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -179,19 +180,49 @@ def _write_tree(out: Path, tasksets: list[TaskSet]) -> dict:
     return {"tasks": stats, "global_pool": {s: len(global_pools[s]) for s in SPLITS}}
 
 
+def _settings(seed: int, limit: int | None) -> dict:
+    return {
+        "seed": seed,
+        "limit": limit,
+        "render_size": RENDER_SIZE,
+        "split_fractions": dict(zip(SPLITS, FRACTIONS, strict=True)),
+        "wordnet_synsets_per_split": WORDNET_SIZES if limit is None else limit,
+    }
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("name") == BUILD_NAME else None
+
+
+def up_to_date(out: str | Path, settings: dict, versions: dict) -> dict | None:
+    """The manifest of the build at ``out`` if it has this format, these settings and asset
+    versions, and its files still match the digest; else None."""
+    manifest = _read_manifest(Path(out))
+    if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
+        return None
+    if json.loads(json.dumps(settings)) != manifest.get("settings") or versions != manifest.get(
+        "assets"
+    ):
+        return None
+    return manifest if card.tree_digest(Path(out))[0] == manifest.get("digest") else None
+
+
 def _prepare_target(out: Path, force: bool) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        manifest = out / "manifest.json"
+        if _read_manifest(out) is None:
+            raise FileExistsError(
+                f"{out} is not empty and is not an mmembed offline build (no manifest.json); "
+                "refusing to overwrite it: choose another --out or remove it yourself"
+            )
         if not force:
             raise FileExistsError(
-                f"{out} already exists and is not empty; pass --force to rebuild it"
+                f"{out} holds an offline build with other settings or asset versions, or files "
+                "changed since it was built; pass --force to rebuild it"
             )
-        if not (
-            manifest.exists()
-            and BUILD_NAME in manifest.read_text(encoding="utf-8", errors="replace")
-        ):
-            raise FileExistsError(f"{out} is not an mmembed offline build (no manifest.json); "
-                                  "refusing to overwrite it: choose another --out or remove it yourself")  # fmt: skip
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -204,10 +235,16 @@ def build(out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
     """Build the offline benchmark into ``out_dir`` and return its manifest.
 
     ``limit`` keeps at most that many emoji groups and WordNet synsets per split (for tests);
-    ``workers`` > 1 renders in that many processes (same bytes). Raises AssetMissingError with
-    one line naming what to install, FileExistsError for a non-empty ``out_dir`` without ``force``."""
+    ``workers`` > 1 renders in that many processes (same bytes). An identical up-to-date build at
+    ``out_dir`` is kept (the manifest comes back with ``reused: True``) unless ``force``. Raises
+    AssetMissingError with one line naming what to install; FileExistsError when ``out_dir``
+    holds something else (another build needs ``force``; a foreign folder is never replaced)."""
     out = Path(out_dir)
     assets = find_assets()
+    settings, versions = _settings(seed, limit), asset_versions()
+    if not force and (current := up_to_date(out, settings, versions)) is not None:
+        log.info("%s is already this build (digest %s); nothing to do", out, current["digest"][:16])
+        return {**current, "reused": True}
     tmp = _prepare_target(out, force)
     try:
         universe = load_universe(assets)
@@ -225,10 +262,7 @@ def build(out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
         _remove_unreferenced_images(tmp, tasks)
         manifest = {
             "name": BUILD_NAME, "format_version": FORMAT_VERSION,
-            "settings": {"seed": seed, "limit": limit, "render_size": RENDER_SIZE,
-                         "split_fractions": dict(zip(SPLITS, FRACTIONS, strict=True)),
-                         "wordnet_synsets_per_split": WORDNET_SIZES if limit is None else limit},
-            "datasets": DATASETS, "assets": asset_versions(),
+            "settings": settings, "datasets": DATASETS, "assets": versions,
             "dropped": {k: sorted(v) for k, v in dropped.items()},
             **summary,
         }  # fmt: skip

@@ -41,6 +41,10 @@ def build_offline_command(
         con.print(f"error: {e}", markup=False)
         raise typer.Exit(2) from None
     seconds = time.perf_counter() - start
+    if manifest.get("reused"):
+        con.print(f"{out} is already this build (digest {manifest['digest'][:16]}); "
+                  "nothing to do (--force rebuilds it)", markup=False, soft_wrap=True)  # fmt: skip
+        return
     con.print(stats_table(manifest), markup=False, soft_wrap=True)
     dropped = sum(len(v) for v in manifest["dropped"].values())
     con.print(
