@@ -8,7 +8,8 @@ Modes, each in its own interpreter so peaks do not mix:
   tracemalloc the same with tracemalloc on: peak bytes allocated by Python during the read
   slurp       reference: `f.read()` of the whole file, then `splitlines()` (holds the raw file)
   list        reference: `list(read_pool(path))` (holds every record)
-Peak RSS is the process's VmHWM minus its VmRSS after imports, read from /proc/self/status."""
+Peak RSS is the process's VmHWM minus its VmRSS after imports (the peak is reset first through
+/proc/self/clear_refs), read from /proc/self/status."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def status(key):
             return int(line.split()[1]) * 1024
 from mmembed.data.mbeir import read_pool
 mode, path = sys.argv[1], sys.argv[2]
+try:  # reset the peak (VmHWM) to the current RSS so that import-time peaks do not count
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+except OSError:
+    pass
 base = status("VmRSS:")
 t0 = time.perf_counter()
 traced = None
@@ -48,7 +54,7 @@ elif mode == "list":
     n = len(records)
 dt = time.perf_counter() - t0
 print(json.dumps({"mode": mode, "records": n, "seconds": dt, "peak_rss_delta": status("VmHWM:") - base,
-                  "traced_peak": traced}))
+                  "traced_peak": traced, "base_rss": base}))
 """
 
 
@@ -106,7 +112,7 @@ def run_mode(mode: str, path: Path) -> dict:
 
 
 def mib(n: float) -> str:
-    return f"{n / 2**20:,.1f} MiB"
+    return f"{n / 2**20:,.1f} MiB" if abs(n) >= 2**20 else f"{n / 2**10:,.0f} KiB"
 
 
 def main() -> None:
@@ -138,6 +144,7 @@ def main() -> None:
                 f"{mode:<12} {r['records']:>10,} {r['seconds']:>8.2f} {r['records'] / r['seconds']:>10,.0f} "
                 f"{mib(r['peak_rss_delta']):>14} {r['peak_rss_delta'] / size:>7.3f} "
                 f"{mib(traced) if traced else '-':>12} {traced / size if traced else 0:>7.4f}"
+                f"   (RSS after imports {mib(r['base_rss'])})"
             )
     finally:
         if not args.keep:
