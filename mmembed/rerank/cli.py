@@ -27,7 +27,7 @@ def rerank(
         10, "--k", min=1, help="Rerank the top k of each query; ranks below k are kept."
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="New run file [default: RUN.rerankK.trec beside RUN]."
+        None, "--out", help="New run file (default: RUN.rerankK.trec beside RUN)."
     ),
     split: str = typer.Option("test", "--split", help="Query split the run was made on."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts per forward pass."),
@@ -38,7 +38,7 @@ def rerank(
         help="Longer query/candidate texts are truncated (and reported).",
     ),
     templates: Path | None = typer.Option(
-        None, "--templates", help="Prompt template YAML [default: packaged]."
+        None, "--templates", help="Prompt template YAML (default: the packaged M-BEIR templates)."
     ),
     scores: str = typer.Option(
         "first-stage",
@@ -46,13 +46,13 @@ def rerank(
         help="Scores written for the top k: first-stage (reassigned) or rerank (P(True)).",
     ),
     chat: str | None = typer.Option(
-        None, "--chat", help="auto | on | off [default: the template file's]."
+        None, "--chat", help="auto | on | off (default: the template file's)."
     ),
     device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda, cuda:1 [default: cuda if present]."
+        None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)."
     ),
     dtype: str | None = typer.Option(
-        None, "--dtype", help="float32 | bfloat16 | float16 [default: by device]."
+        None, "--dtype", help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)."
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad data record."),
     tag: str = typer.Option("mmembed-rerank", "--tag", help="Run tag column."),

