@@ -119,6 +119,17 @@ def test_splits_disjoint_by_underlying_item(built):
         assert not units[a] & units[b], (a, b, sorted(units[a] & units[b])[:5])
 
 
+def test_no_val_or_test_image_in_a_training_query(built):
+    root, _ = built
+    layout = Layout(root)
+    train_images = {
+        q.image_path for name, task, _ in _sets(root) for q in _queries(root, name, task, "train")
+    }
+    for split in ("val", "test"):
+        pool = _pool(layout.global_pool_file(split))
+        assert not train_images & {c.image_path for c in pool.values() if c.image_path}
+
+
 def test_no_duplicate_content_in_global_pools(built):
     root, _ = built
     for split in SPLITS:

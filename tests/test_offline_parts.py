@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mmembed.data.offline.assets import AssetMissingError, find_assets, read_wordnet
-from mmembed.data.offline.emojis import Edit, edits, group_of, load_universe
+from mmembed.data.offline.emojis import Edit, edits, group_of, load_universe, role_phrase
 from mmembed.data.offline.render import RENDER_SIZE, RenderError, render_noto, render_png
 from mmembed.data.offline.tasks import leaks, synset_text
 
@@ -34,6 +34,8 @@ def test_edits_compose_real_sequences(universe):
     assert Edit("gender", POLICE, POLICE + ZWJ + FEMALE, "as a woman") in found
     assert Edit("gender", PERSON + ZWJ + FIRE, WOMAN + ZWJ + FIRE, "as a woman") in found
     assert Edit("hair", WOMAN, WOMAN + ZWJ + "\U0001f9b0", "with red hair") in found
+    assert Edit("role", WOMAN, WOMAN + ZWJ + "\U0001f3a8", "as an artist") in found
+    assert role_phrase("person with white cane") == "with white cane"
     for e in found:  # the source is never the answer, and both exist
         assert e.source != e.target and e.source in universe and e.target in universe
 

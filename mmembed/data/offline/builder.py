@@ -15,7 +15,7 @@ from mmembed.data.instructions import write_instructions
 from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries
 from mmembed.data.offline import card
 from mmembed.data.offline.assets import asset_versions, find_assets, gemojione_index, read_wordnet
-from mmembed.data.offline.emojis import Emoji, edits, load_universe, rank_of, split_of
+from mmembed.data.offline.emojis import PEOPLE, Emoji, edits, load_universe, rank_of, split_of
 from mmembed.data.offline.instructions import instruction_table
 from mmembed.data.offline.render import RENDER_SIZE, render_all
 from mmembed.data.offline.tasks import (
@@ -45,6 +45,9 @@ def _select_groups(universe: dict[str, Emoji], seed: int, limit: int | None) -> 
     group_split = {
         g: split_of(g, seed, FRACTIONS) for g in sorted({e.group for e in universe.values()})
     }
+    # The plain person emoji (and their tones) are the query images of every role and hair
+    # edit: pinned to train, so no val or test image is ever seen in a training query.
+    group_split.update({p: "train" for p in PEOPLE if p in group_split})
     if limit is None:
         keep = set(group_split)
     else:

@@ -122,6 +122,16 @@ def _without_tones(key: str) -> str:
     return "".join(c for c in key if c not in TONES)
 
 
+def role_phrase(name: str) -> str:
+    """The edit text that adds a role: 'firefighter' -> 'as a firefighter', 'artist' -> 'as an
+    artist', 'person feeding baby' -> 'feeding baby', 'mx claus' -> 'as Mx Claus'."""
+    if name.startswith("person "):
+        return name.removeprefix("person ")
+    if name == "mx claus":
+        return "as Mx Claus"
+    return f"as {'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def edits(universe: dict[str, Emoji]) -> list[Edit]:
     """Every composed edit whose source and target both exist, sorted.
 
@@ -159,5 +169,5 @@ def edits(universe: dict[str, Emoji]) -> list[Edit]:
                 else:
                     neutral = universe.get("\U0001f9d1" + ZWJ + role)
                     if neutral is not None:
-                        found.add(Edit("role", parts[0], key, f"as a {neutral.names['en']}"))
+                        found.add(Edit("role", parts[0], key, role_phrase(neutral.names["en"])))
     return sorted(found, key=lambda e: (e.target, e.kind, e.source))
