@@ -109,3 +109,43 @@ def mbeir(
         f"tables: {', '.join(str(p) for p in written)}"
         + (f"; runs: {out / 'runs'}" if (out / "runs").is_dir() else "")
     )
+
+
+@app.command()
+def beir(
+    data: Path = typer.Option(
+        ..., "--data", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="Model (default: the project default)."),
+    split: str = typer.Option("test"),
+    instruction: str = typer.Option(None, help="Instruction for the queries (none by default)."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output folder (run, scores, embedding cache)."
+    ),
+    k: int = typer.Option(
+        100, min=10, help="Candidates retrieved per query (Recall@100 needs 100)."
+    ),
+    batch_size: int = typer.Option(32, min=1),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """nDCG@10, Recall@100 and MRR@10 of a model on a BEIR-format text retrieval set."""
+    import json
+
+    from mmembed.eval.beir import evaluate_beir
+    from mmembed.model import load_embedder
+
+    out = out or Path("mmembed_eval") / f"beir_{data.name}_{split}"
+    res = evaluate_beir(
+        data,
+        load_embedder(model),
+        split=split,
+        out_dir=out,
+        instruction=instruction,
+        k=k,
+        batch_size=batch_size,
+        show_progress=progress,
+    )
+    _console().print(
+        json.dumps({key: res[key] for key in ("nDCG@10", "Recall@100", "MRR@10", "queries")})
+    )
+    _console().print(f"scores: {out / f'beir_{split}.json'}; run: {out / f'beir_{split}.trec'}")
