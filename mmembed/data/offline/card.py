@@ -149,8 +149,9 @@ def write_card(root: Path, manifest: dict) -> Path:
         "gender variants and every ZWJ sequence built on the same non-person part, e.g. all "
         "firefighters) or a WordNet synset goes wholly to train, val or test "
         f"({', '.join(f'{k} {v:.0%}' for k, v in s['split_fractions'].items())} of units, by a seeded hash). "
-        "Test therefore asks about emoji and senses never seen in training. Query images of role and "
-        "hair edits (the plain person emoji) are shared by all splits, as reference images are in CIRR.",
+        "Test therefore asks about emoji and senses never seen in training. The plain person emoji, "
+        "the query images of role and hair edits, are pinned to train, so no val or test image "
+        "appears in a training query.",
         "- Local pool (`cand_pool/local`, one per task as in M-BEIR) = the candidates of the test "
         "split. Train and val candidates live in the global union pools "
         "`mbeir_union_{train,val}_cand_pool.jsonl`; `mbeir_union_test_cand_pool.jsonl` is the union "
