@@ -318,3 +318,29 @@ def test_probabilities_are_not_nan_in_reduced_precision(text_lm):
     r.model.to(torch.bfloat16)
     p = r.score_batch(["Query: cat\nCandidate: dog\nAnswer:"]).probs[0]
     assert 0.0 <= p <= 1.0 and not math.isnan(p)
+
+
+def test_out_of_memory_batches_are_split_not_fatal(world, text_lm, monkeypatch):
+    root, q, c, run = world
+    run = {"2:1": run["2:1"]}
+    plain = rerank_run(run, q, c, text_lm, k=8, batch_size=8, show_progress=False)
+    real = text_lm.score_batch
+    sizes: list[int] = []
+
+    def small_memory(prompts, images=None):
+        sizes.append(len(prompts))
+        if len(prompts) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(prompts, images)
+
+    monkeypatch.setattr(text_lm, "score_batch", small_memory)
+    split = rerank_run(run, q, c, text_lm, k=8, batch_size=8, show_progress=False)
+    assert sizes[0] == 8 and max(sizes[1:]) <= 4 and split.run == plain.run
+    assert [p.prob for p in split.pairs] == pytest.approx([p.prob for p in plain.pairs], abs=1e-5)
+
+    def broken(prompts, images=None):
+        raise RuntimeError("shape mismatch")  # other errors are not swallowed
+
+    monkeypatch.setattr(text_lm, "score_batch", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        rerank_run(run, q, c, text_lm, k=3, show_progress=False)

@@ -249,13 +249,42 @@ def _score_specs(
                 ready.append((idx, prompt, [cache.get(p) for p in paths]))
             except ImageLoadError as e:
                 pairs[idx].status = f"image unreadable: {e}"
-        if ready:
-            scores = reranker.score_batch([r[1] for r in ready], [r[2] for r in ready])
-            for (idx, _, _), p, m in zip(ready, scores.probs, scores.mass, strict=True):
-                pairs[idx].prob = p
-                masses.append(m)
+        for (idx, _, _), (p, m) in zip(ready, _score_split(reranker, ready), strict=True):
+            pairs[idx].prob = p
+            masses.append(m)
         bar.update(len(batch))
     bar.close()
     report.scored = len(masses)
     if masses:
         report.mean_answer_mass = sum(masses) / len(masses)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return "out of memory" in str(e).lower()
+
+
+def _score_split(
+    reranker: Reranker, ready: list[tuple[int, str, list[Any]]]
+) -> list[tuple[float, float]]:
+    """Score a batch; on running out of (GPU) memory, score its halves instead, down to one."""
+    if not ready:
+        return []
+    try:
+        s = reranker.score_batch([r[1] for r in ready], [r[2] for r in ready])
+    except (RuntimeError, MemoryError) as e:
+        if len(ready) == 1 or not (_is_oom(e) or isinstance(e, MemoryError)):
+            raise
+        log.warning(
+            "out of memory on a batch of %d prompts; splitting it (lower --batch-size)", len(ready)
+        )
+        _free_cuda_cache()
+        half = len(ready) // 2
+        return _score_split(reranker, ready[:half]) + _score_split(reranker, ready[half:])
+    return list(zip(s.probs, s.mass, strict=True))
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
