@@ -310,3 +310,35 @@ def test_offline_benchmark_end_to_end(tmp_path, tiny):
     assert json.loads((tmp_path / "o2" / "results.json").read_text())["means"][
         "again"
     ] == pytest.approx(data["means"]["global"])
+
+
+def test_cli_config_fills_options_left_at_defaults(tmp_path):
+    from mmembed.cli import app
+
+    root = toy_tree(tmp_path / "data")
+    hand_run(tmp_path / "hand.trec")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {root}\nout: {tmp_path / 'from_config'}\nsplit: val\n")
+    # split comes from the config (val: no queries) unless the command line says otherwise
+    res = CliRunner().invoke(
+        app, ["eval", "mbeir", "--config", str(cfg), "--run", str(tmp_path / "hand.trec")]
+    )
+    assert res.exit_code != 0 and "no M-BEIR query files" in str(res.exception)
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "mbeir",
+            "--config",
+            str(cfg),
+            "--split",
+            "test",
+            "--run",
+            str(tmp_path / "hand.trec"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "from_config" / "results.json").is_file()
+    cfg.write_text("nonsense: 1\n")
+    res = CliRunner().invoke(app, ["eval", "mbeir", "--config", str(cfg)])
+    assert res.exit_code != 0 and "unknown key" in res.output

@@ -34,9 +34,29 @@ def _named_runs(runs: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def _apply_config(ctx: typer.Context, config: Path | None, values: dict) -> dict:
+    """Options the user left at their defaults take the YAML config's values (configs/eval/)."""
+    if config is None:
+        return values
+    import yaml
+
+    conf = yaml.safe_load(config.read_text()) or {}
+    unknown = sorted(set(conf) - set(values))
+    if unknown:
+        raise typer.BadParameter(f"{config}: unknown key(s) {unknown}; known: {sorted(values)}")
+    for key, value in conf.items():
+        source = ctx.get_parameter_source(key)  # typer may vendor click: compare by name
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            values[key] = Path(value) if key in ("data", "out") and value is not None else value
+    return values
+
+
 @app.command()
 def mbeir(
-    data: Path = typer.Option(..., "--data", help="M-BEIR data root (query/, cand_pool/, qrels/)."),
+    ctx: typer.Context,
+    data: Path = typer.Option(
+        None, "--data", help="M-BEIR data root (query/, cand_pool/, qrels/)."
+    ),
     model: str = typer.Option(
         None, "--model", "-m", help="Model to evaluate (default model when no --run)."
     ),
@@ -54,11 +74,47 @@ def mbeir(
     factory: str = typer.Option("Flat", help="FAISS index_factory string (Flat = exact)."),
     batch_size: int = typer.Option(32, min=1),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    config: Path = typer.Option(
+        None, "--config", help="YAML of option values (configs/eval/*.yaml)."
+    ),
 ) -> None:
     """Per-task Recall@k (hit rate, as the M-BEIR reference), means, top-1 error analysis."""
     from mmembed.eval.mbeir import Report, discover, score_run
     from mmembed.eval.runfile import read_run_ids
     from mmembed.eval.tables import headline_table, write_report
+
+    names = (
+        "data",
+        "model",
+        "run",
+        "pool",
+        "instructions",
+        "split",
+        "out",
+        "k",
+        "seed",
+        "factory",
+        "batch_size",
+    )
+    given = dict(locals())  # the option values as given
+    v = _apply_config(ctx, config, {n: given[n] for n in names})
+    data, model, run, pool, instructions = (
+        v["data"],
+        v["model"],
+        v["run"],
+        v["pool"],
+        v["instructions"],
+    )
+    split, out, k, seed, factory, batch_size = (
+        v["split"],
+        v["out"],
+        v["k"],
+        v["seed"],
+        v["factory"],
+        v["batch_size"],
+    )
+    if data is None:
+        raise typer.BadParameter("--data is required (or a --config that sets data)")
 
     if pool not in ("local", "global", "both"):
         raise typer.BadParameter("--pool must be local, global or both")
