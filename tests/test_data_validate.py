@@ -480,3 +480,37 @@ def test_cli_exits_zero_on_a_clean_tree(tmp_path):
     res = CliRunner().invoke(app, ["validate", str(tmp_path)], env=WIDE)
     assert res.exit_code == 0, res.output
     assert "OK" in res.output and "mbeir_webqa_task1_cand_pool.jsonl" in res.output
+
+
+def test_missing_root_is_an_error(tmp_path):
+    report = validate_tree(tmp_path / "nope")
+    assert not report.ok and "data root is not a folder" in str(report.errors.errors[0])
+
+
+def test_build_offline_delegates_to_the_offline_builder(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import typer
+
+    calls = []
+
+    def build_offline_command(
+        out: Path = typer.Option(..., "--out"), seed: int = typer.Option(0, "--seed")
+    ) -> None:
+        calls.append((out, seed))
+
+    fake = types.ModuleType("mmembed.data.offline.cli")
+    fake.build_offline_command = build_offline_command
+    monkeypatch.setitem(sys.modules, "mmembed.data.offline.cli", fake)
+    runner = CliRunner()
+    res = runner.invoke(app, ["build-offline", "--out", str(tmp_path), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert calls == [(tmp_path, 3)]
+    helped = runner.invoke(app, ["build-offline", "--help"], env=WIDE)
+    assert helped.exit_code == 0 and "--out" in helped.output and "--seed" in helped.output
+    bad = runner.invoke(app, ["build-offline", "--bogus"])
+    assert bad.exit_code == 2 and calls == [(tmp_path, 3)]
+    monkeypatch.setitem(sys.modules, "mmembed.data.offline.cli", None)  # not installed
+    missing = runner.invoke(app, ["build-offline", "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "not part of this build" in missing.output

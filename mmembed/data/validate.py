@@ -12,7 +12,7 @@ import numpy as np
 
 from mmembed.data import mbeir
 from mmembed.data.errors import DataError, ErrorLog
-from mmembed.data.records import DATASETS, TASKS, hash_did, hash_qid, unhash_did
+from mmembed.data.records import DATASETS, TASKS, hash_did, hash_qid, unhash_did, unhash_qid
 from mmembed.data.validate_refs import (
     IdArray,
     check_duplicates,
@@ -270,7 +270,7 @@ class _Validator:
             np.asarray(qlines, np.int64),
             path,
             "qid",
-            _unhash_q,
+            unhash_qid,
             self.log,
         )
         check_query_refs(refs, path, split, local, local_path, glob, self.log)
@@ -320,12 +320,6 @@ def _hash(fn: Callable[[str], int], value: object) -> int | None:
         return fn(value)
     except ValueError:
         return None
-
-
-def _unhash_q(value: int) -> str:
-    from mmembed.data.records import unhash_qid
-
-    return unhash_qid(value)
 
 
 def validate_tree(
