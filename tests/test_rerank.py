@@ -344,3 +344,16 @@ def test_out_of_memory_batches_are_split_not_fatal(world, text_lm, monkeypatch):
     monkeypatch.setattr(text_lm, "score_batch", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         rerank_run(run, q, c, text_lm, k=3, show_progress=False)
+
+
+def test_chunked_scoring_equals_one_pass(world, llava, monkeypatch):
+    import mmembed.rerank.pipeline as pipeline
+
+    root, q, c, run = world
+    whole = rerank_run(run, q, c, llava, k=4, image_root=root, show_progress=False)
+    monkeypatch.setattr(pipeline, "CHUNK_QUERIES", 1)
+    chunked = rerank_run(run, q, c, llava, k=4, image_root=root, show_progress=False)
+    assert chunked.run == whole.run
+    assert [p.prob for p in chunked.pairs] == pytest.approx([p.prob for p in whole.pairs], abs=1e-6)
+    assert chunked.report.scored == whole.report.scored == 11
+    assert chunked.report.mean_answer_mass == pytest.approx(whole.report.mean_answer_mass, rel=1e-6)

@@ -6,6 +6,7 @@ Knows nothing of model loading or files; see ``mmembed.rerank.inputs`` for M-BEI
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 Ranked = list[tuple[str, float]]  # [(did, score)] best first
 SCORE_MODES = ("first-stage", "rerank")
+CHUNK_QUERIES = 512  # prompts are built and scored for this many queries at a time
 IMAGE_SIDE = 1024  # images are decoded at most this large; LLaVA-Next resizes to <= 1008 anyway
 
 
@@ -141,11 +143,15 @@ def rerank_run(
         raise ValueError("k, batch_size and max_text_tokens must be positive")
     if score_mode not in SCORE_MODES:
         raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
+    from tqdm.auto import tqdm
+
     t0 = time.perf_counter()
     report = RerankReport(queries=len(run))
     pairs: list[PairScore] = []
+    texts: dict[str, str] = {}  # id -> truncated text (each item truncated once per chunk)
     specs: list[tuple[int, str, list[str]]] = []  # (pair index, prompt, image paths)
-    texts: dict[str, str] = {}  # id -> truncated text (each item truncated once)
+    total = sum(min(k, len(r)) for q, r in run.items() if q in queries)
+    bar = tqdm(total=total, desc="rerank", unit="pair", disable=not show_progress)
 
     def text_of(key: str, text: str | None) -> str | None:
         if not text:
@@ -159,8 +165,12 @@ def rerank_run(
                 report.truncated.append(key)
         return texts[key]
 
-    for qid, ranked in run.items():
-        top = list(ranked[:k])
+    def flush() -> None:  # prompts are held for one chunk of queries at a time
+        _score_specs(reranker, pairs, specs, batch_size, bar, report)
+        specs.clear()
+        texts.clear()
+
+    for n, (qid, ranked) in enumerate(run.items(), 1):
         q = queries.get(qid)
         if q is None:
             report.problems.append((qid, None, "query not found in the data; its ranking is kept"))
@@ -176,7 +186,7 @@ def rerank_run(
                 instruction = None  # the template's own instruction
         qpath = _image_path(q.image_path, image_root)
         qtext = format_item(text_of(f"q:{qid}", q.text), qpath is not None)
-        for rank, (did, _) in enumerate(top, 1):
+        for rank, (did, _) in enumerate(ranked[:k], 1):
             ps = PairScore(qid, did, rank)
             pairs.append(ps)
             c = candidates.get(did)
@@ -188,13 +198,13 @@ def rerank_run(
             if paths and not reranker.multimodal:
                 ps.status = "needs an image but the model reads text only"
                 continue
-            prompt = task.render(
-                instruction, qtext, format_item(text_of(f"d:{did}", c.text), cpath is not None)
-            )
-            specs.append((len(pairs) - 1, prompt, paths))
+            ctext = format_item(text_of(f"d:{did}", c.text), cpath is not None)
+            specs.append((len(pairs) - 1, task.render(instruction, qtext, ctext), paths))
+        if n % CHUNK_QUERIES == 0:
+            flush()
+    flush()
+    bar.close()
     report.pairs = len(pairs)
-
-    _score_specs(reranker, pairs, specs, batch_size, show_progress, report)
 
     # reorder, pair by pair within each query
     out: dict[str, Ranked] = {}
@@ -225,17 +235,14 @@ def _score_specs(
     pairs: list[PairScore],
     specs: list[tuple[int, str, list[str]]],
     batch_size: int,
-    show_progress: bool,
+    bar: Any,
     report: RerankReport,
 ) -> None:
     """Score prompts in batches of similar shape; images are decoded per batch."""
-    from tqdm.auto import tqdm
-
     # batches never mix image and text-only prompts; similar lengths pad less
     specs = sorted(specs, key=lambda s: (len(s[2]), len(s[1])))
     cache = _ImageCache()
     masses: list[float] = []
-    bar = tqdm(total=len(specs), desc="rerank", unit="pair", disable=not show_progress)
     start = 0
     while start < len(specs):
         n_img = len(specs[start][2])
@@ -253,10 +260,12 @@ def _score_specs(
             pairs[idx].prob = p
             masses.append(m)
         bar.update(len(batch))
-    bar.close()
-    report.scored = len(masses)
     if masses:
-        report.mean_answer_mass = sum(masses) / len(masses)
+        done = report.scored * (
+            0.0 if math.isnan(report.mean_answer_mass) else report.mean_answer_mass
+        )
+        report.scored += len(masses)
+        report.mean_answer_mass = (done + sum(masses)) / report.scored
 
 
 def _is_oom(e: BaseException) -> bool:
