@@ -99,3 +99,46 @@ def test_cli_errors_are_clear(cli, tiny_model: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "missing-folder" in r.output and "not a folder" in r.output
     r = cli("index", tmp_path, "--index", tmp_path / "lib2", "--model", tmp_path / "not-a-model")
     assert r.exit_code == 2 and "cannot load model" in r.output
+
+
+def test_serve_command_answers_on_loopback(tiny_model: Path, tmp_path: Path) -> None:
+    """`mmembed serve` as a user runs it: a real process on 127.0.0.1, then a search over HTTP."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from mmembed.cli import app
+
+    photos = tmp_path / "photos"
+    draw_corpus(photos)
+    r = CliRunner().invoke(app, ["index", str(photos), "--index", str(tmp_path / "lib"),
+                                 "--model", str(tiny_model)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mmembed", "serve", "--index",
+                             str(tmp_path / "lib"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "mmembed serve did not start"
+            try:
+                info = httpx.get(base + "/api/info", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.25)
+        assert info.status_code == 200 and info.json()["items"] == 6
+        res = httpx.get(base + "/api/search", params={"q": "green", "k": 3}, timeout=30).json()
+        assert len(res["results"]) == 3
+        evil = httpx.get(base + "/api/info", headers={"host": "attacker.example"}, timeout=5)
+        assert evil.status_code == 400  # DNS-rebinding guard on a loopback bind
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -34,6 +34,12 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
+def _quiet() -> None:
+    import logging
+
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
 def _fail(message: str, code: int = 2) -> None:
     _console(stderr=True).print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
@@ -207,6 +213,7 @@ def search(
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Search an index by text, by image, or by image + text."""
+    _quiet()
     from mmembed.data.images import ImageLoadError, load_image
     from mmembed.search.library import LibraryError
     from mmembed.search.query import QueryError, Searcher
@@ -251,11 +258,12 @@ def _print_hits(console, hits, roots, text, image) -> None:
         x for x in [repr(text) if text else None, str(image) if image else None] if x
     )
     t = Table(title=f"{len(hits)} results for {label}", title_justify="left")
-    t.add_column("#", justify="right")
-    t.add_column("score", justify="right")
-    t.add_column("kind")
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("score", justify="right", no_wrap=True)
+    t.add_column("kind", no_wrap=True)
     t.add_column("file", overflow="fold")
-    t.add_column("preview", overflow="ellipsis", max_width=60, no_wrap=True)
+    preview = max(12, min(80, console.width - 60))  # what is left beside the other columns
+    t.add_column("preview", overflow="ellipsis", no_wrap=True, max_width=preview)
     for h in hits:
         e = h.entry
         shown = e.image or e.source
@@ -265,7 +273,7 @@ def _print_hits(console, hits, roots, text, image) -> None:
                 break
         if e.line is not None:
             shown = f"{os.path.basename(e.source)}:{e.line}"
-        t.add_row(str(h.rank), f"{h.score:.3f}", e.modality, shown, e.snippet(60) or "")
+        t.add_row(str(h.rank), f"{h.score:.3f}", e.modality, shown, e.snippet(preview) or "")
     console.print(t)
 
 
@@ -280,6 +288,7 @@ def serve(
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Serve a search page and a JSON API over an index (http://HOST:PORT/)."""
+    _quiet()
     from mmembed.search.library import LibraryError
     from mmembed.search.query import Searcher
     from mmembed.search.server import is_loopback
