@@ -216,3 +216,20 @@ def test_rerank_is_registered_in_the_cli():
     from mmembed.cli import COMMANDS
 
     assert COMMANDS["rerank"] == "mmembed.rerank.cli:rerank"
+
+
+def test_model_paths_that_cannot_load_say_so(tmp_path):
+    from mmembed.rerank.load import load_reranker
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json and no .gguf"):
+        load_reranker(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no such model file or folder"):
+        load_reranker(tmp_path / "missing.gguf")
+    with pytest.raises(FileNotFoundError, match="could not be fetched as a hub model"):
+        load_reranker("some-org/not-a-local-model")
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "a.gguf").write_bytes(b"x")
+    (tmp_path / "two" / "b.gguf").write_bytes(b"x")
+    with pytest.raises(ValueError, match="several GGUF files"):
+        load_reranker(tmp_path / "two")

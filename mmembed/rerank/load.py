@@ -91,7 +91,18 @@ def load_reranker(
         )
         return Reranker(model.to(device), tokenizer=tok, prompts=prompts, chat=chat, name=gguf.name)
 
-    config = transformers.AutoConfig.from_pretrained(str(path))
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path))
+    except OSError as e:
+        where = (
+            "a local folder without a usable config.json"
+            if p.exists()
+            else "no local file or folder"
+        )
+        raise FileNotFoundError(
+            f"{path}: {where}, and it could not be fetched as a hub model ({e.__class__.__name__}); "
+            "point --model at a checkpoint folder or a .gguf file"
+        ) from e
     entry = MULTIMODAL.get(getattr(config, "model_type", ""))
     if entry is not None:
         model_cls, proc_cls = (getattr(transformers, n) for n in entry)
