@@ -149,6 +149,7 @@ def rerank_run(
     report = RerankReport(queries=len(run))
     pairs: list[PairScore] = []
     texts: dict[str, str] = {}  # id -> truncated text (each item truncated once per chunk)
+    cut_ids: set[str] = set()
     specs: list[tuple[int, str, list[str]]] = []  # (pair index, prompt, image paths)
     total = sum(min(k, len(r)) for q, r in run.items() if q in queries)
     bar = tqdm(total=total, desc="rerank", unit="pair", disable=not show_progress)
@@ -161,7 +162,8 @@ def rerank_run(
                 text.replace(IMAGE_MARKER, "< image >"), max_text_tokens
             )
             texts[key] = cut
-            if was_cut:
+            if was_cut and key not in cut_ids:
+                cut_ids.add(key)
                 report.truncated.append(key)
         return texts[key]
 
