@@ -514,3 +514,17 @@ def test_build_offline_delegates_to_the_offline_builder(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mmembed.data.offline.cli", None)  # not installed
     missing = runner.invoke(app, ["build-offline", "--out", str(tmp_path)])
     assert missing.exit_code == 2 and "not part of this build" in missing.output
+
+
+def test_union_train_queries_are_checked_against_the_global_train_pool(tmp_path):
+    """Real M-BEIR also ships query/union_train/: every task's training queries in one file."""
+    t = make_tree(tmp_path)
+    union = tmp_path / "query/union_train/mbeir_union_up_train.jsonl"
+    train = [q for (n, k, s), qs in sorted(t.queries.items()) if s == "train" for q in qs]
+    mbeir.write_queries(union, train)
+    report = validate_tree(tmp_path)
+    assert report.ok, [str(e) for e in report.errors.errors]
+    assert any(f.path == str(union) and f.records == len(train) for f in report.files)
+    edit_line(union, 3, _set("pos_cand_list", ["9:888"]))
+    errs = [(e.path, e.line) for e in validate_tree(tmp_path).errors.errors]
+    assert errs == [(str(union), 3)]

@@ -116,7 +116,7 @@ class _Validator:
         for split, path in lay.global_pool_files():
             self.globals[split] = self.pool(path, f"global pool ({split})", union)
         sets = lay.query_sets()
-        if not sets:
+        if not sets and not (self.root / "query" / "union_train").is_dir():
             self.err(
                 self.root / "query",
                 None,
@@ -126,6 +126,7 @@ class _Validator:
             )
         for name, task, split in sets:
             self.queries(name, task, split)
+        self.union_train()
         self.orphan_qrels({(n, t, s) for n, t, s in sets})
 
     def unrecognised(self) -> None:
@@ -170,7 +171,6 @@ class _Validator:
     def queries(self, name: str, task: int, split: str) -> None:
         lay = self.layout
         path = lay.query_file(name, task, split)
-        s = self.summary(path, f"queries ({split})")
         local_path = lay.local_pool_for(name, task, split)
         local = self.pools.get(local_path)
         glob = self.globals.get(split)
@@ -190,7 +190,47 @@ class _Validator:
                 "no local candidate pool for this query file",
                 f"expected {local_path}",
             )
-        expect_ds = _NAME_TO_ID.get(name)
+        qids, qlines, bad, refs = self.query_records(
+            path, split, name, task, local, local_path, glob
+        )
+        qrels = lay.qrels_file(name, task, split)
+        if qrels.is_file():
+            qs = self.summary(qrels, f"qrels ({split})")
+            qs.records = check_qrels(
+                qrels, task, split, path, qids, qlines, bad, refs, local, glob, self.log
+            )
+        elif split == "train":
+            self.warn(
+                path, None, None, "no qrels file for these training queries", f"expected {qrels}"
+            )
+        else:
+            self.err(path, None, None, "no qrels file", f"expected {qrels} (write_qrels makes it)")
+
+    def union_train(self) -> None:
+        """M-BEIR's ``query/union_train/*.jsonl``: training queries of every task together,
+        answered from the global train pool; no qrels."""
+        folder = self.root / "query" / "union_train"
+        if not folder.is_dir():
+            return
+        glob = self.globals.get("train")
+        for path in sorted(folder.glob("*.jsonl")):
+            if glob is None:
+                self.err(
+                    path,
+                    None,
+                    None,
+                    "union training queries need the global train pool",
+                    f"expected {self.layout.global_pool_file('train')}",
+                )
+            self.query_records(path, "train", None, None, None, None, glob)
+
+    def query_records(self, path, split, name, task, local, local_path, glob):
+        """Stream one query file: field, task, dataset, image, instruction and list checks;
+        references are checked against the pools at the end. ``name``/``task`` None: a file
+        that mixes datasets and tasks. Returns (qids, their lines, qids of bad records, refs)."""
+        lay = self.layout
+        s = self.summary(path, f"queries ({split})")
+        expect_ds = _NAME_TO_ID.get(name) if name is not None else None
         qids, qlines, bad = [], [], []
         refs: list[tuple[int, int, bool]] = []  # (line, did hash, is positive)
         missing_instr: set[tuple] = set()
@@ -207,7 +247,7 @@ class _Validator:
                 if q is not None:
                     bad.append(q)
                 continue
-            if obj["task_id"] != task:
+            if task is not None and obj["task_id"] != task:
                 self.err(
                     path,
                     line,
@@ -220,7 +260,7 @@ class _Validator:
                 self.err(path, line, "qid", f"dataset {ds} but {name} has dataset id {expect_ds}")
             elif first_ds is None:
                 first_ds = ds
-            elif ds != first_ds and expect_ds is None:
+            elif ds != first_ds and expect_ds is None and name is not None:
                 self.err(
                     path,
                     line,
@@ -274,18 +314,7 @@ class _Validator:
             self.log,
         )
         check_query_refs(refs, path, split, local, local_path, glob, self.log)
-        qrels = lay.qrels_file(name, task, split)
-        if qrels.is_file():
-            qs = self.summary(qrels, f"qrels ({split})")
-            qs.records = check_qrels(
-                qrels, task, split, path, qids, qlines, bad, refs, local, glob, self.log
-            )
-        elif split == "train":
-            self.warn(
-                path, None, None, "no qrels file for these training queries", f"expected {qrels}"
-            )
-        else:
-            self.err(path, None, None, "no qrels file", f"expected {qrels} (write_qrels makes it)")
+        return qids, qlines, bad, refs
 
     def orphan_qrels(self, sets: set[tuple[str, int, str]]) -> None:
         for split in mbeir.SPLITS:
