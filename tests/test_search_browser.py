@@ -166,3 +166,31 @@ def test_oversized_upload_is_refused_in_the_page(server, browser, tmp_path: Path
     browser.find_element(By.ID, "file").send_keys(str(big))
     _wait(browser, lambda d: "upload limit" in d.find_element(By.ID, "status").text)
     assert not browser.find_elements(By.ID, "queryimg")
+
+
+def test_drop_an_image_onto_the_page(server, browser) -> None:
+    """A file dropped anywhere on the page becomes the query image and the search runs."""
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    browser.get(url + "/")
+    _wait(browser, lambda d: "items" in d.find_element(By.ID, "info").text)
+    browser.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const c = document.createElement("canvas");
+        c.width = c.height = 40;
+        const g = c.getContext("2d");
+        g.fillStyle = "rgb(240,220,40)";
+        g.fillRect(0, 0, 40, 40);
+        c.toBlob((blob) => {
+          const dt = new DataTransfer();
+          dt.items.add(new File([blob], "dropped.png", {type: "image/png"}));
+          document.body.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+          done();
+        }, "image/png");
+        """
+    )
+    _wait(browser, lambda d: "image in" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "queryimg").get_attribute("alt") == "query image"
+    assert _card_names(browser)[0] == "yellow.png"
