@@ -246,7 +246,9 @@ def build(out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
     assets = find_assets()
     settings, versions = _settings(seed, limit), asset_versions()
     if not force and (current := up_to_date(out, settings, versions)) is not None:
-        log.info("%s is already this build (digest %s); nothing to do", out, current["digest"][:16])
+        log.debug(
+            "%s is already this build (digest %s); nothing to do", out, current["digest"][:16]
+        )
         return {**current, "reused": True}
     tmp = _prepare_target(out, force)
     try:
