@@ -238,6 +238,7 @@ def test_train_mine_train_end_to_end(tree, tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted_run(tree, tmp_path):
     root, model_dir = tree
     common = {"epochs": 12, "save_every": 8, "keep_last": 2}
+    # batches prefetched by 2 threads in the killed and resumed runs; built inline in the reference
     killed_cfg = tmp_path / "killed.yaml"
     killed_cfg.write_text(
         yaml.safe_dump(config_dict(root, model_dir, tmp_path / "killed", **common))
@@ -279,9 +280,40 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tree, tmp_path):
     )  # entries after the checkpoint were replaced
 
     torch.set_num_threads(1)
-    ref = load_config(killed_cfg, [f"output_dir={tmp_path / 'ref'}", "save_every=0"])
+    ref = load_config(
+        killed_cfg, [f"output_dir={tmp_path / 'ref'}", "save_every=0", "data.num_workers=0"]
+    )
     train(ref)
     reference = _read_log(tmp_path / "ref" / LOG_NAME)
     for a, b in zip(resumed, reference, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), a["step"]
         assert a["lr"] == b["lr"]
+
+
+@pytest.mark.slow  # three fresh interpreters (torchrun x2 + one): ~30 s alone, minutes on a busy box
+def test_two_processes_match_one_process_with_the_global_batch(tree, tmp_path):
+    """2 CPU processes (torchrun + gloo, DDP) at batch 2 each == 1 process at batch 4: candidates
+    are gathered with gradient, each rank takes its slice of the same global plan."""
+    root, model_dir = tree
+    logs = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for name, bs, launcher in (
+        ("two", 2, [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]),
+        ("one", 4, [sys.executable]),
+    ):
+        cfg = config_dict(root, model_dir, tmp_path / name, epochs=2)
+        cfg["data"]["batch_size"] = bs
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        res = subprocess.run(
+            [*launcher, "-m", "mmembed", "train", str(tmp_path / f"{name}.yaml")],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+        logs[name] = _read_log(tmp_path / name / LOG_NAME)
+    assert len(logs["one"]) == len(logs["two"]) == 8
+    for a, b in zip(logs["one"], logs["two"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
+        assert a["accuracy"] == b["accuracy"]

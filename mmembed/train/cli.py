@@ -26,9 +26,10 @@ def train(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     result = run(cfg)
-    typer.echo(
-        f"done: {result.steps} steps, last loss {result.last_loss:.4f}; model in {result.final_model}"
-    )
+    if result.final_model is not None:  # the main process
+        typer.echo(
+            f"done: {result.steps} steps, last loss {result.last_loss:.4f}; model in {result.final_model}"
+        )
 
 
 def mine(

@@ -96,7 +96,7 @@ class BatchPlan:
         self.seed = seed
         total = sum(len(s) for s in sources)
         self.steps_per_epoch = steps_per_epoch or max(1, total // batch_size)
-        self._cache: tuple[int, list[list[Planned]]] | None = None
+        self._cache: dict[int, list[list[Planned]]] = {}  # the two latest epochs asked
 
     def _source_cycle(self, si: int, epoch: int, cycle: int) -> list[list[Planned]]:
         src = self.sources[si]
@@ -120,9 +120,9 @@ class BatchPlan:
         return batches
 
     def epoch(self, epoch: int) -> list[list[Planned]]:
-        """All global batches of ``epoch`` (cached for the latest epoch asked)."""
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
+        """All global batches of ``epoch`` (the two latest epochs asked are cached)."""
+        if epoch in self._cache:
+            return self._cache[epoch]
         weights = [s.weight for s in self.sources]
         pick = _rng(self.seed, "mix", epoch)
         streams: list[list[list[Planned]]] = [[] for _ in self.sources]
@@ -134,7 +134,9 @@ class BatchPlan:
                 streams[si] = self._source_cycle(si, epoch, cycles[si])[::-1]
                 cycles[si] += 1
             plan.append(streams[si].pop())
-        self._cache = (epoch, plan)
+        self._cache[epoch] = plan
+        while len(self._cache) > 2:
+            self._cache.pop(next(e for e in self._cache if e != epoch))  # the oldest other epoch
         return plan
 
     def batch(self, epoch: int, step: int) -> list[Planned]:

@@ -152,26 +152,64 @@ class JsonlLog:
                 f.flush()
 
 
+class Prefetcher:
+    """Builds the batches of the next ``workers`` steps in background threads (tokenising and
+    image decoding overlap the model's step); ``workers=0`` builds each batch when asked."""
+
+    def __init__(self, fn: Any, steps: range, workers: int) -> None:
+        self.fn, self.steps, self.workers = fn, steps, workers
+        self.pending: dict[int, Any] = {}
+        self.pool = None
+        if workers > 0:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmembed-batch")
+
+    def get(self, step: int) -> Any:
+        if self.pool is None:
+            return self.fn(step)
+        for s in self.steps[self.steps.index(step) : self.steps.index(step) + self.workers + 1]:
+            if s not in self.pending:
+                self.pending[s] = self.pool.submit(self.fn, s)
+        return self.pending.pop(step).result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class MultiEncode(torch.nn.Module):
+    """``forward(*batches) -> (emb, ...)``: queries and candidates in ONE forward call, so DDP sees
+    one forward per backward (two separate calls would confuse its unused-parameter search)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batches: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model(b) for b in batches)  # each (n, D)
+
+
 def run_step(
     model: Any, loss_fn: InfoNCELoss, prep: Prepared, *, grad_cache: bool, accelerator: Any
 ) -> LossOutput:
-    """Forward + backward of one batch (gradients accumulate in the parameters)."""
+    """Forward + backward of one batch (gradients accumulate in the parameters). ``model`` is
+    the (wrapped) MultiEncode."""
     meta = prep.meta
     if grad_cache:
 
-        def sync(last):
+        def sync(last: bool) -> Any:
             return nullcontext() if last else accelerator.no_sync(model)
 
         return grad_cache_step(
-            model,
+            lambda ch: model(ch)[0],
             prep.query_chunks,
             prep.cand_chunks,
             lambda q, c: loss_fn(q, c, meta),
             backward=accelerator.backward,
             sync_context=sync,
         )
-    q = model(prep.query_chunks[0])  # (B, D)
-    c = model(prep.cand_chunks[0])  # (N, D)
+    q, c = model(prep.query_chunks[0], prep.cand_chunks[0])  # (B, D), (N, D)
     out = loss_fn(q, c, meta)
     accelerator.backward(out.loss)
     return out
@@ -212,9 +250,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     optimizer = make_optimizer(model, loss_fn, cfg)
     scheduler = make_scheduler(optimizer, cfg, total)
     # the scheduler stays outside accelerate (which would step it once per process per step)
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    wrapped, optimizer = accelerator.prepare(MultiEncode(model), optimizer)
     loss_fn.to(accelerator.device)
-    core = accelerator.unwrap_model(wrapped)
+    core = accelerator.unwrap_model(wrapped).model  # the Embedder
 
     start = TrainerState(0, 0, 0, cfg.seed, dist.world_size)
     resume_from = latest_checkpoint(ckpt_root) if cfg.resume else None
@@ -254,15 +292,21 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     last_loss = None
     t0 = time.perf_counter()
-    for gstep in range(start.global_step, total):
+
+    def make_batch(gstep: int) -> Prepared:  # a pure function of the step: safe to prefetch
         epoch, in_epoch = divmod(gstep, plan.steps_per_epoch)
-        set_train_mode(wrapped, cfg.model)
-        tic = time.perf_counter()
         planned = BatchPlan.rank_slice(plan.batch(epoch, in_epoch), dist.rank, dist.world_size)
         batch = build_batch(
             planned, sources, seed=cfg.seed, epoch=epoch, use_instructions=cfg.data.use_instructions
         )
-        prep = prepare(core, batch, chunk_size=chunk, cached=cache is not None)
+        return prepare(core, batch, chunk_size=chunk, cached=cache is not None)
+
+    prefetch = Prefetcher(make_batch, range(start.global_step, total), cfg.data.num_workers)
+    for gstep in range(start.global_step, total):
+        epoch = gstep // plan.steps_per_epoch
+        set_train_mode(core, cfg.model)
+        tic = time.perf_counter()
+        prep = prefetch.get(gstep)
         for ch in (*prep.query_chunks, *prep.cand_chunks):
             if cache is not None:
                 fill_from_cache(ch, cache, core)
@@ -312,6 +356,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 engine=accelerator if cfg.deepspeed else None,
             )
     bar.close()
+    prefetch.close()
     final = None
     accelerator.wait_for_everyone()
     if dist.is_main:
