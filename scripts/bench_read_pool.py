@@ -8,6 +8,8 @@ Modes, each in its own interpreter so peaks do not mix:
   tracemalloc the same with tracemalloc on: peak bytes allocated by Python during the read
   slurp       reference: `f.read()` of the whole file, then `splitlines()` (holds the raw file)
   list        reference: `list(read_pool(path))` (holds every record)
+  validate    `validate_tree` of an M-BEIR tree holding the pool plus 1,000 test queries and
+              their qrels (images not checked): what whole-tree validation costs
 Peak RSS is the process's VmHWM minus its VmRSS after imports (the peak is reset first through
 /proc/self/clear_refs), read from /proc/self/status."""
 
@@ -52,6 +54,12 @@ elif mode == "slurp":
 elif mode == "list":
     records = list(read_pool(path))
     n = len(records)
+elif mode == "validate":
+    from pathlib import Path
+    from mmembed.data.validate import validate_tree
+    report = validate_tree(Path(path).parents[2], check_images=False)
+    assert report.ok, [str(e) for e in report.errors.errors[:5]]
+    n = sum(f.records for f in report.files)
 dt = time.perf_counter() - t0
 print(json.dumps({"mode": mode, "records": n, "seconds": dt, "peak_rss_delta": status("VmHWM:") - base,
                   "traced_peak": traced, "base_rss": base}))
@@ -96,6 +104,19 @@ def generate(path: Path, lines: int) -> float:
     t0 = time.perf_counter()
     n = write_jsonl(path, records())
     assert n == lines
+    # 1,000 test queries (text -> image, dids of image candidates) and their qrels
+    from mmembed.data.mbeir import Layout, write_qrels, write_queries
+    from mmembed.data.records import Modality, Query
+
+    lay = Layout(path.parents[2])
+    step = max(3, (lines // 1000) // 3 * 3)
+    queries = [
+        Query(f"0:{k}", f"query {k}", None, Modality.TEXT, 0, [f"{i % 10}:{i}"])
+        for k, i in enumerate(range(0, lines, step))
+        if k < 1000
+    ]
+    write_queries(lay.query_file("bench", 0, "test"), queries)
+    write_qrels(lay.qrels_file("bench", 0, "test"), queries)
     return time.perf_counter() - t0
 
 
@@ -124,11 +145,11 @@ def main() -> None:
         "--dir", type=Path, default=None, help="where to write the pool (default: a temp dir)"
     )
     ap.add_argument("--keep", action="store_true", help="keep the generated pool file")
-    ap.add_argument("--modes", default="stream,tracemalloc,slurp,list")
+    ap.add_argument("--modes", default="stream,tracemalloc,slurp,list,validate")
     args = ap.parse_args()
     folder = Path(args.dir or tempfile.mkdtemp(prefix="bench_pool_"))
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "mbeir_bench_task0_cand_pool.jsonl"
+    path = folder / "cand_pool" / "local" / "mbeir_bench_task0_cand_pool.jsonl"
     gen_s = generate(path, args.lines)
     size = path.stat().st_size
     print(f"pool: {args.lines:,} lines, {mib(size)} on disk, generated in {gen_s:.1f} s ({path})")
@@ -148,7 +169,10 @@ def main() -> None:
             )
     finally:
         if not args.keep:
-            path.unlink(missing_ok=True)
+            import shutil
+
+            for sub in ("cand_pool", "query", "qrels"):
+                shutil.rmtree(folder / sub, ignore_errors=True)
             if args.dir is None:
                 folder.rmdir()
 

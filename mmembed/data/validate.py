@@ -4,6 +4,7 @@ Streams every file and keeps only sorted int64 id arrays. Knows nothing of model
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ class _Validator:
         """Stream a pool: field checks, images, duplicate dids. ``checked``: dids whose image was
         already checked in a local pool (the global pool repeats them)."""
         s = self.summary(path, kind)
-        ids, lines = [], []
+        rows = array("q")  # (did hash, line) pairs, flat: 16 bytes per candidate
         for line, obj in mbeir.iter_jsonl(path, self.log):
             s.records += 1
             e = mbeir.check_candidate(obj, path, line)
@@ -158,14 +159,14 @@ class _Validator:
                         path, line, "did", f"did {did!r} is out of range", "n must be < 10,000,000"
                     )
                 continue
-            ids.append(n)
-            lines.append(line)
+            rows.extend((n, line))
             img = obj.get("img_path")
             wanted = self.check_images and isinstance(img, str) and img and e is None
             if wanted and (checked is None or n not in checked):
                 self.image(path, line, "img_path", img)
-        arr = np.asarray(ids, dtype=np.int64)  # (N,)
-        check_duplicates(arr, np.asarray(lines, dtype=np.int64), path, "did", unhash_did, self.log)
+        pairs = np.frombuffer(rows, dtype=np.int64).reshape(-1, 2).copy()  # (N, 2)
+        check_duplicates(pairs[:, 0], pairs[:, 1], path, "did", unhash_did, self.log)
+        arr = pairs[:, 0]  # (N,)
         return IdArray(arr)
 
     def queries(self, name: str, task: int, split: str) -> None:
@@ -190,14 +191,12 @@ class _Validator:
                 "no local candidate pool for this query file",
                 f"expected {local_path}",
             )
-        qids, qlines, bad, refs = self.query_records(
-            path, split, name, task, local, local_path, glob
-        )
+        q_arr, bad, r_arr = self.query_records(path, split, name, task, local, local_path, glob)
         qrels = lay.qrels_file(name, task, split)
         if qrels.is_file():
             qs = self.summary(qrels, f"qrels ({split})")
             qs.records = check_qrels(
-                qrels, task, split, path, qids, qlines, bad, refs, local, glob, self.log
+                qrels, task, split, path, q_arr, bad, r_arr, local, glob, self.log
             )
         elif split == "train":
             self.warn(
@@ -227,12 +226,14 @@ class _Validator:
     def query_records(self, path, split, name, task, local, local_path, glob):
         """Stream one query file: field, task, dataset, image, instruction and list checks;
         references are checked against the pools at the end. ``name``/``task`` None: a file
-        that mixes datasets and tasks. Returns (qids, their lines, qids of bad records, refs)."""
+        that mixes datasets and tasks. Returns the (Q, 2) qid hashes and lines, the qids of
+        bad records, and the (R, 3) references (line, did hash, is positive)."""
         lay = self.layout
         s = self.summary(path, f"queries ({split})")
         expect_ds = _NAME_TO_ID.get(name) if name is not None else None
-        qids, qlines, bad = [], [], []
-        refs: list[tuple[int, int, bool]] = []  # (line, did hash, is positive)
+        qrows = array("q")  # (qid hash, line) pairs, flat
+        refs = array("q")  # (line, did hash, is positive) triples, flat
+        bad: list[int] = []
         missing_instr: set[tuple] = set()
         first_ds = None
         for line, obj in mbeir.iter_jsonl(path, self.log):
@@ -240,8 +241,7 @@ class _Validator:
             e = mbeir.check_query(obj, path, line)
             q = _hash(hash_qid, obj.get("qid"))
             if q is not None:
-                qids.append(q)
-                qlines.append(line)
+                qrows.extend((q, line))
             if e:
                 self.log.add(e)
                 if q is not None:
@@ -304,17 +304,12 @@ class _Validator:
                     if n is None:
                         self.err(path, line, fld, f"did {did!r} is out of range")
                     else:
-                        refs.append((line, n, is_pos))
-        check_duplicates(
-            np.asarray(qids, np.int64),
-            np.asarray(qlines, np.int64),
-            path,
-            "qid",
-            unhash_qid,
-            self.log,
-        )
-        check_query_refs(refs, path, split, local, local_path, glob, self.log)
-        return qids, qlines, bad, refs
+                        refs.extend((line, n, int(is_pos)))
+        q_arr = np.frombuffer(qrows, dtype=np.int64).reshape(-1, 2).copy()  # (Q, 2)
+        r_arr = np.frombuffer(refs, dtype=np.int64).reshape(-1, 3).copy()  # (R, 3)
+        check_duplicates(q_arr[:, 0], q_arr[:, 1], path, "qid", unhash_qid, self.log)
+        check_query_refs(r_arr, path, split, local, local_path, glob, self.log)
+        return q_arr, bad, r_arr
 
     def orphan_qrels(self, sets: set[tuple[str, int, str]]) -> None:
         for split in mbeir.SPLITS:

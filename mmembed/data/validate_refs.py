@@ -5,6 +5,7 @@ Knows nothing of how files are found (that is ``mmembed.data.validate``)."""
 from __future__ import annotations
 
 import csv
+from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def _where(local_path: Path | None, has_local: bool, split: str, has_glob: bool)
 
 
 def check_query_refs(
-    refs: list[tuple[int, int, bool]],
+    refs: np.ndarray,
     path: Path,
     split: str,
     local: IdArray | None,
@@ -92,10 +93,9 @@ def check_query_refs(
 ) -> None:
     """pos/neg dids must be in a pool of their split; test positives in the local pool (local
     evaluation searches it) and every positive in the split's global pool when there is one."""
-    if not refs or (local is None and glob is None):
+    if len(refs) == 0 or (local is None and glob is None):
         return
-    arr = np.asarray(refs, dtype=np.int64)  # (R, 3): line, did hash, is positive
-    lines, ids, pos = arr[:, 0], arr[:, 1], arr[:, 2].astype(bool)
+    lines, ids, pos = refs[:, 0], refs[:, 1], refs[:, 2].astype(bool)  # refs: (R, 3)
     in_local = local.contains(ids) if local is not None else np.zeros(len(ids), bool)
     in_glob = glob.contains(ids) if glob is not None else np.zeros(len(ids), bool)
     where = _where(local_path, local is not None, split, glob is not None)
@@ -146,10 +146,9 @@ def check_qrels(
     task: int,
     split: str,
     query_path: Path,
-    qids: list[int],
-    qlines: list[int],
+    queries: np.ndarray,
     bad_qids: list[int],
-    refs: list[tuple[int, int, bool]],
+    refs: np.ndarray,
     local: IdArray | None,
     glob: IdArray | None,
     log: ErrorLog,
@@ -157,8 +156,8 @@ def check_qrels(
     """Stream a qrels file: ids, task, known qids and dids, and agreement with pos_cand_list
     (both directions; queries with field errors are left out of the comparison). Returns the
     number of qrels lines read."""
-    known_q, bad_q = IdArray(qids), IdArray(bad_qids)
-    rows: list[tuple[int, int, int]] = []  # (line, qid hash, did hash)
+    known_q, bad_q = IdArray(queries[:, 0]), IdArray(bad_qids)
+    rows = array("q")  # (line, qid hash, did hash) triples, flat
     n = 0
     for line, qid, did, t in iter_qrels(path, log):
         n += 1
@@ -190,15 +189,14 @@ def check_qrels(
                 )
             )
         if qh not in bad_q:
-            rows.append((line, qh, dh))
+            rows.extend((line, qh, dh))
     # qrels <-> pos_cand_list, as packed (qid, did) keys
-    ql = np.asarray(qlines, np.int64)  # (Q,) increasing line numbers
-    qh_arr = np.asarray(qids, np.int64)
-    pos = [(ln, d) for ln, d, p in refs if p]
-    p_lines = np.asarray([ln for ln, _ in pos], np.int64)
-    p_q = qh_arr[np.searchsorted(ql, p_lines)] if len(pos) else np.zeros(0, np.int64)
-    p_keys, p_ok = _pair_keys(p_q, np.asarray([d for _, d in pos], np.int64))
-    r = np.asarray(rows, np.int64).reshape(-1, 3)  # (R, 3)
+    ql = queries[:, 1]  # (Q,) increasing line numbers
+    pos = refs[refs[:, 2] == 1]  # (P, 3) positives: line, did hash, 1
+    p_lines = pos[:, 0]
+    p_q = queries[np.searchsorted(ql, p_lines), 0] if len(pos) else np.zeros(0, np.int64)
+    p_keys, p_ok = _pair_keys(p_q, pos[:, 1])
+    r = np.frombuffer(rows, dtype=np.int64).reshape(-1, 3)  # (R, 3)
     r_keys, r_ok = _pair_keys(r[:, 1], r[:, 2])
     pos_set, qrel_set = IdArray(p_keys[p_ok]), IdArray(r_keys[r_ok])
     for i in np.flatnonzero(r_ok & ~pos_set.contains(r_keys)):
