@@ -238,3 +238,19 @@ def test_empty_folder_gives_an_empty_searchable_index(tmp_path: Path) -> None:
     r = update_library(tmp_path / "lib", [tmp_path / "empty"], ColourEmbedder())
     assert r.items == 0 and r.encoded == 0
     assert Searcher(Library.open(tmp_path / "lib"), ColourEmbedder()).search("red") == []
+
+
+def test_open_searcher_picks_up_a_reindex(photos: Path, tmp_path: Path) -> None:
+    emb = ColourEmbedder()
+    update_library(tmp_path / "lib", [photos], emb)
+    s = Searcher(Library.open(tmp_path / "lib"), emb)
+    assert not s.refresh()  # nothing changed
+    Image.new("RGB", (30, 30), (250, 250, 250)).save(photos / "white.png")
+    (photos / "red.png").unlink()
+    update_library(tmp_path / "lib", [], emb)
+    assert "white.png" not in _names(s.search("white", k=7))  # still the loaded index
+    assert s.refresh(min_interval=0) and len(s.library) == 6
+    assert _names(s.search("white", k=1)) == ["white.png"]
+    assert "red.png" not in _names(s.search("red", k=6))
+    update_library(tmp_path / "lib", [], ColourEmbedder(salt="other model"))
+    assert not s.refresh() and len(s.search("red", k=6)) == 6  # keeps serving the old one

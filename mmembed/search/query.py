@@ -3,7 +3,10 @@ each came from. Thread-safe for a server. Knows nothing of terminals, HTML or HT
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,14 +15,23 @@ import numpy as np
 
 from mmembed.search import DEFAULT_K
 from mmembed.search.batching import Batcher
-from mmembed.search.library import Library, LibraryError
+from mmembed.search.library import STATE_FILE, Library, LibraryError
 from mmembed.search.scan import Entry
 from mmembed.search.thumbs import ThumbnailCache
 
 MAX_K = 1000
 
 
+log = logging.getLogger(__name__)
 _THREAD = threading.local()
+
+
+def _state_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(Path(path) / STATE_FILE)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _one_faiss_thread() -> None:
@@ -69,13 +81,50 @@ class Searcher:
                 f"(fingerprint {library.fingerprint[:12]}), not the model given "
                 f"(fingerprint {fp[:12]}); search with the same --model or re-run `mmembed index`"
             )
-        self.library = library
         self.embedder = embedder
         self.instruction = instruction
-        self.index = library.load_index()
+        self._current = (library, library.load_index())  # swapped whole by refresh()
+        self._seen = _state_signature(library.path)
+        self._checked = time.monotonic()
+        self._refresh_lock = threading.Lock()
         self.thumbs = ThumbnailCache()
         # Concurrent searches (a server) are encoded and searched together, one batch at a time.
         self._batcher = Batcher(self._run_batch, max_batch=32, on_start=_one_faiss_thread)
+
+    @property
+    def library(self) -> Library:
+        return self._current[0]
+
+    @property
+    def index(self):  # -> mmembed.index.Index
+        return self._current[1]
+
+    def refresh(self, *, min_interval: float = 0.0) -> bool:
+        """Pick up a newer index that `mmembed index` committed since this Searcher loaded its
+        own (a running server calls this before requests). Checks at most once per
+        ``min_interval`` seconds (a stat of state.json); True when it switched."""
+        now = time.monotonic()
+        if now - self._checked < min_interval:
+            return False
+        with self._refresh_lock:
+            self._checked = now
+            signature = _state_signature(self.library.path)
+            if signature == self._seen:
+                return False
+            try:
+                library = Library.open(self.library.path)
+                if library.fingerprint != str(self.embedder.fingerprint):
+                    log.warning("%s was re-indexed with another model; restart to use it",
+                                library.path)  # fmt: skip
+                    self._seen = signature
+                    return False
+                self._current = (library, library.load_index())
+            except (LibraryError, OSError, ValueError) as e:  # mid-update: try again later
+                log.info("index changed but could not be loaded yet (%s)", e)
+                return False
+            self._seen = signature
+            log.info("reloaded %s: %d items", library.path, len(library))
+            return True
 
     def _run_batch(self, requests: list[tuple[Any, int]]) -> list[tuple[np.ndarray, list[str]]]:
         items = [item for item, _ in requests]
@@ -84,7 +133,9 @@ class Searcher:
         )  # (B, D)
         kmax = max(k for _, k in requests)
         fp = str(self.embedder.fingerprint)
-        scores, ids = self.index.search(q, kmax, fingerprint=fp)  # (B, kmax), [[did] * kmax] * B
+        index = self.index
+        kmax = max(1, min(kmax, len(index)))
+        scores, ids = index.search(q, kmax, fingerprint=fp)  # (B, kmax), [[did] * kmax] * B
         return [(scores[b, :k], ids[b][:k]) for b, (_, k) in enumerate(requests)]
 
     def batch_stats(self) -> dict[str, Any]:
@@ -132,9 +183,10 @@ class Searcher:
         if k == 0:
             return []
         scores, ids = self._batcher((Item(text=text or None, image=image), k))  # (k,), [did] * k
+        entries = self.library.entries
         hits = []
         for s, did in zip(scores.tolist(), ids, strict=True):
-            entry = self.library.entries.get(did)
+            entry = entries.get(did)
             if entry is None:  # padding from an index with fewer than k items
                 continue
             hits.append(Hit(rank=len(hits) + 1, score=s, entry=entry))

@@ -129,9 +129,11 @@ def create_app(
     *,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     allowed_hosts: list[str] | None = None,
+    reload_interval: float | None = 1.0,
 ):
     """The FastAPI app over ``searcher``. ``allowed_hosts`` (Host header values) guards a
-    loopback server against DNS rebinding; None allows any Host."""
+    loopback server against DNS rebinding; None allows any Host. A re-run of `mmembed index`
+    is picked up within ``reload_interval`` seconds (None: never)."""
     fastapi = _import_fastapi()
     from fastapi import File, Form, HTTPException, Query, UploadFile
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -152,6 +154,10 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     app.add_middleware(SecurityHeaders)
 
+    def fresh() -> None:
+        if reload_interval is not None:
+            searcher.refresh(min_interval=reload_interval)
+
     def _servable(path: str) -> bool:
         try:
             searcher.library.resolve_file(path)
@@ -160,6 +166,7 @@ def create_app(
         return True
 
     def run(text: str | None, image: Any, k: int) -> dict[str, Any]:
+        fresh()
         t0 = time.perf_counter()
         try:
             hits = searcher.search(text, image, k=k)
@@ -196,6 +203,7 @@ def create_app(
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
+        fresh()
         data = searcher.library.info()
         data["max_upload_bytes"] = max_upload_bytes
         data["batching"] = searcher.batch_stats()
@@ -226,6 +234,7 @@ def create_app(
 
     @app.get("/api/thumb/{did}")
     def thumb(did: str) -> Response:
+        fresh()
         try:
             data = searcher.thumbnail(did)
         except KeyError:
@@ -240,6 +249,7 @@ def create_app(
     def file(
         path: str = Query(..., description="absolute path of an indexed file"),
     ) -> FileResponse:
+        fresh()
         try:
             real = searcher.library.resolve_file(path)
         except PermissionError as e:
