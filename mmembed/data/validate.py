@@ -164,7 +164,7 @@ class _Validator:
             wanted = self.check_images and isinstance(img, str) and img and e is None
             if wanted and (checked is None or n not in checked):
                 self.image(path, line, "img_path", img)
-        pairs = np.frombuffer(rows, dtype=np.int64).reshape(-1, 2).copy()  # (N, 2)
+        pairs = np.frombuffer(rows, dtype=np.int64).reshape(-1, 2)  # (N, 2) a view: no copy
         check_duplicates(pairs[:, 0], pairs[:, 1], path, "did", unhash_did, self.log)
         arr = pairs[:, 0]  # (N,)
         return IdArray(arr)
@@ -305,8 +305,8 @@ class _Validator:
                         self.err(path, line, fld, f"did {did!r} is out of range")
                     else:
                         refs.extend((line, n, int(is_pos)))
-        q_arr = np.frombuffer(qrows, dtype=np.int64).reshape(-1, 2).copy()  # (Q, 2)
-        r_arr = np.frombuffer(refs, dtype=np.int64).reshape(-1, 3).copy()  # (R, 3)
+        q_arr = np.frombuffer(qrows, dtype=np.int64).reshape(-1, 2)  # (Q, 2) view
+        r_arr = np.frombuffer(refs, dtype=np.int64).reshape(-1, 3)  # (R, 3) view
         check_duplicates(q_arr[:, 0], q_arr[:, 1], path, "qid", unhash_qid, self.log)
         check_query_refs(r_arr, path, split, local, local_path, glob, self.log)
         return q_arr, bad, r_arr
