@@ -121,8 +121,17 @@ def index(
             task = progress.add_task("encode", total=total)
         progress.update(task, completed=done)
 
-    status = console.status(f"scanning {', '.join(map(str, dirs or [])) or 'indexed folders'}…")
+    where = ", ".join(map(str, dirs or [])) or "the indexed folders"
+    status = console.status(f"scanning {where}…")
     status.start()
+    scanned = 0
+
+    def on_scan(_path: Path) -> None:
+        nonlocal scanned
+        scanned += 1
+        if scanned % 100 == 0:
+            status.update(f"scanning {where}… {scanned} files")
+
     try:
         report = update_library(
             path,
@@ -132,6 +141,7 @@ def index(
             forget=forget,
             batch_size=batch_size,
             on_progress=on_progress,
+            on_scan=on_scan,
         )
     except (LibraryError, NotADirectoryError) as e:
         _fail(str(e))

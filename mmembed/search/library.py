@@ -272,12 +272,14 @@ def update_library(
     forget: Sequence[str | Path] = (),
     batch_size: int = 32,
     on_progress: Callable[[int, int], None] | None = None,
+    on_scan: Callable[[Path], None] | None = None,
 ) -> UpdateReport:
     """Bring the library at ``path`` up to date with ``roots`` (added to the roots it already
     has; ``forget`` drops roots). Only candidates whose content key is not on disk are encoded;
     each encoded batch is committed before the next starts, so a rerun after a crash resumes.
 
-    ``on_progress(done, total)`` is called as candidates are encoded."""
+    ``on_progress(done, total)`` is called as candidates are encoded, ``on_scan(path)`` as
+    files are scanned."""
     t0 = time.perf_counter()
     path = Path(path)
     report = UpdateReport()
@@ -304,7 +306,10 @@ def update_library(
             if r not in root_ids:
                 root_ids[r] = max([FIRST_ROOT_ID - 1, *root_ids.values()]) + 1
         result = scan_roots(
-            all_roots, root_ids=root_ids, previous=_load_scans(path, all_roots, root_ids)
+            all_roots,
+            root_ids=root_ids,
+            previous=_load_scans(path, all_roots, root_ids),
+            on_file=on_scan,
         )
         report.skipped = list(result.skipped)
         old_files: dict[str, Any] = old.state.get("files", {}) if old else {}

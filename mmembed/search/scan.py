@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SNIPPET_CHARS = 400  # text kept in the library state for display
@@ -94,17 +95,22 @@ def _stat_fingerprint(path: str) -> list[int] | None:
 
 
 def scan_roots(
-    roots: Sequence[str], *, root_ids: dict[str, int], previous: dict[str, Any] | None = None
+    roots: Sequence[str],
+    *,
+    root_ids: dict[str, int],
+    previous: dict[str, Any] | None = None,
+    on_file: Callable[[Path], None] | None = None,
 ) -> ScanResult:
     """Scan every root with `mmembed.data.corpus` (root ``r`` gets dataset id ``root_ids[r]``, so
     dids of different roots never collide) and merge the results. ``previous``: root -> the
-    CorpusScan of the last update, so files with unchanged size and mtime are not re-read."""
+    CorpusScan of the last update, so files with unchanged size and mtime are not re-read.
+    ``on_file(path)`` is called before each file is looked at."""
     from mmembed.data.corpus import scan_corpus
 
     result = ScanResult()
     for root in roots:
         old = (previous or {}).get(root)
-        scan = scan_corpus(root, dataset_id=root_ids[root], previous=old)
+        scan = scan_corpus(root, dataset_id=root_ids[root], previous=old, progress=on_file)
         result.scans[root] = scan
         base = scan.root  # the resolved root the corpus used
         fps = {}
