@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(fonts-noto-color-emoji unicode-cldr-core ruby-gemojione wordnet-base chromium chromium-driver)
+APT_PKGS=(fonts-noto-color-emoji fonts-dejavu-core unicode-cldr-core ruby-gemojione wordnet-base chromium chromium-driver)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
