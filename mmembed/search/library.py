@@ -23,7 +23,7 @@ import numpy as np
 from mmembed.data.errors import DataError
 from mmembed.data.images import ImageLoadError
 from mmembed.data.records import Item
-from mmembed.search.scan import Entry, ScanResult, scan_roots
+from mmembed.search.scan import Entry, ScanResult, load_scans, save_scans, scan_roots
 from mmembed.search.store import ShardStore
 
 log = logging.getLogger(__name__)
@@ -235,34 +235,6 @@ def _encode(
     return ok, (np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32))
 
 
-def _load_scans(path: Path, roots: list[str], root_ids: dict[str, int]) -> dict[str, Any]:
-    """The corpus scans saved by the last update (so unchanged files are not re-read)."""
-    from mmembed.data.corpus import CorpusScan
-
-    out = {}
-    for r in roots:
-        f = path / "scans" / f"{root_ids[r]}.json"
-        if f.is_file():
-            try:
-                out[r] = CorpusScan.load(f)
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("%s: unreadable saved scan (%s); re-reading %s", f, e, r)
-    return out
-
-
-def _save_scans(path: Path, result: ScanResult, root_ids: dict[str, int]) -> None:
-    folder = path / "scans"
-    folder.mkdir(parents=True, exist_ok=True)
-    keep = set()
-    for root, scan in result.scans.items():
-        name = f"{root_ids[root]}.json"
-        scan.save(folder / name)
-        keep.add(name)
-    for f in folder.glob("*.json"):
-        if f.name not in keep:
-            f.unlink(missing_ok=True)
-
-
 def update_library(
     path: str | Path,
     roots: Sequence[str | Path],
@@ -308,7 +280,7 @@ def update_library(
         result = scan_roots(
             all_roots,
             root_ids=root_ids,
-            previous=_load_scans(path, all_roots, root_ids),
+            previous=load_scans(path, all_roots, root_ids),
             on_file=on_scan,
         )
         report.skipped = list(result.skipped)
@@ -348,7 +320,7 @@ def update_library(
         live = sorted((e for e in result.entries if e.key in have), key=lambda e: e.did)
         report.items = len(live)
         _commit(path, old, live, have, embedder, all_roots, model_spec, result, report, root_ids)
-        _save_scans(path, result, root_ids)
+        save_scans(path, result, root_ids)
         store.compact(set(have) & {e.key for e in live})
         store.drop_other_models()
     report.seconds = time.perf_counter() - t0

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 400  # text kept in the library state for display
 
@@ -139,3 +142,31 @@ def scan_roots(
                 )
             )
     return result
+
+
+def load_scans(path: Path, roots: list[str], root_ids: dict[str, int]) -> dict[str, Any]:
+    """The corpus scans saved by the last update (so unchanged files are not re-read)."""
+    from mmembed.data.corpus import CorpusScan
+
+    out = {}
+    for r in roots:
+        f = path / "scans" / f"{root_ids[r]}.json"
+        if f.is_file():
+            try:
+                out[r] = CorpusScan.load(f)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("%s: unreadable saved scan (%s); re-reading %s", f, e, r)
+    return out
+
+
+def save_scans(path: Path, result: ScanResult, root_ids: dict[str, int]) -> None:
+    folder = path / "scans"
+    folder.mkdir(parents=True, exist_ok=True)
+    keep = set()
+    for root, scan in result.scans.items():
+        name = f"{root_ids[root]}.json"
+        scan.save(folder / name)
+        keep.add(name)
+    for f in folder.glob("*.json"):
+        if f.name not in keep:
+            f.unlink(missing_ok=True)
