@@ -139,3 +139,27 @@ def test_tiny_llava_next_backbone(kind, tmp_path):
     assert np.array_equal(
         back.encode_queries(items, instructions=["Find", None, "F"], show_progress=False), v
     )
+
+
+def test_llava_hf_folder_loads_as_backbone(tmp_path):
+    """A LlavaNextForConditionalGeneration folder saved by transformers (its own key layout,
+    LM head included) loads into the LLaVA-Next backbone with every weight in place."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    from mmembed.model.embedder import Embedder, EmbedderConfig
+
+    torch.manual_seed(0)
+    ref = LlavaNextForConditionalGeneration(LlavaNextConfig(**tiny_llava_next_config()))
+    ref.save_pretrained(tmp_path)
+    byte_tokenizer(add_eos_in_template=False).save_pretrained(tmp_path)
+    cfg = EmbedderConfig(
+        name="llava-hf-tiny",
+        backbone={"type": "llava_next", "source": str(tmp_path), "bidirectional": True},
+        pooler={"type": "mean"},
+        tokenizer=str(tmp_path),
+    )
+    emb = Embedder.build(cfg)
+    ours, theirs = emb.backbone.state_dict(), ref.model.state_dict()
+    assert set(ours) == set(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert "source" not in emb.config.backbone  # the saved config rebuilds without the folder

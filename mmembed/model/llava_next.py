@@ -140,7 +140,8 @@ class LlavaNextBackbone(LlavaNextModel):
         "global_only": bool, "bidirectional": bool | None}."""
         source = cfg.get("source")
         if pretrained and source:
-            module = cls.from_pretrained(source)
+            module = cls(LlavaNextConfig.from_pretrained(source))
+            load_llava_weights(module, source)
         else:
             hf = dict(cfg.get("hf_config") or {})
             if not hf:
@@ -159,3 +160,41 @@ class LlavaNextBackbone(LlavaNextModel):
             hf.pop(k, None)
         resolved = {k: v for k, v in cfg.items() if k != "source"} | {"hf_config": hf}
         return module, resolved
+
+
+def normalise_llava_name(name: str) -> str | None:
+    """A llava-hf weight name (legacy ``language_model.model.*`` or v5 ``model.*``) -> this
+    backbone's name; None for the LM head, which an embedder does not use."""
+    if name.startswith("model."):
+        name = name[len("model.") :]
+    if name.startswith(("lm_head.", "language_model.lm_head.")):
+        return None
+    if name.startswith("language_model.model."):
+        name = "language_model." + name[len("language_model.model.") :]
+    return name
+
+
+def load_llava_weights(module: LlavaNextBackbone, source: str) -> None:
+    """Load a local llava-hf folder (one safetensors file or shards + index) into ``module``,
+    listing every missing or unexpected weight at once. No pickles are read."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from mmembed.model.embedder import load_state_checked
+
+    root = Path(source)
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(
+            f"{root}: no .safetensors files (pickled .bin checkpoints are not read)"
+        )
+    state = {}
+    for f in files:
+        for name, tensor in load_file(str(f)).items():
+            new = normalise_llava_name(name)
+            if new is not None:
+                state[new] = tensor
+    own = module.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    load_state_checked(module, state, source=str(root))
