@@ -82,3 +82,17 @@ def test_yaml_config_builds(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(cfg))
     emb = load_embedder(tmp_path / "m.json", device="cpu")
     assert emb.dim == 32 and emb.config.name == "tiny-text"
+
+
+def test_preset_yaml_files_mirror_the_registry():
+    from pathlib import Path
+
+    import yaml
+
+    from mmembed.model.registry import PRESETS
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "models"
+    for name, cfg in PRESETS.items():
+        data = yaml.safe_load((root / f"{name}.yaml").read_text())
+        assert data.pop("name") == name
+        assert data == cfg, name
