@@ -178,7 +178,9 @@ def create_app(
             j = h.to_json()
             e = h.entry
             shown = e.image if e.image and _servable(e.image) else None
-            j["thumb"] = f"/api/thumb/{urllib.parse.quote(e.did, safe='')}" if shown else None
+            # ?v= changes with the content, so a browser never shows a stale thumbnail
+            thumb = f"/api/thumb/{urllib.parse.quote(e.did, safe='')}?v={e.key[:12]}"
+            j["thumb"] = thumb if shown else None
             j["file"] = "/api/file?path=" + urllib.parse.quote(shown or e.source, safe="")
             results.append(j)
         return {
@@ -243,7 +245,9 @@ def create_app(
             raise HTTPException(403, str(e)) from None
         except (FileNotFoundError, ImageLoadError) as e:
             raise HTTPException(404, str(e)) from None
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+        )
 
     @app.get("/api/file")
     def file(

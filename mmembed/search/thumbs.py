@@ -49,12 +49,39 @@ class ThumbnailCache:
 
 
 def thumbnail_bytes(source: str | Path | Image.Image, *, side: int = THUMB_SIDE) -> bytes:
-    """A JPEG no larger than ``side`` x ``side`` (aspect kept) of an image path or PIL image."""
-    img = load_image(source, max_side=None).copy()
+    """A JPEG no larger than ``side`` x ``side`` (aspect kept) of an image path or PIL image.
+
+    JPEGs are decoded at a reduced scale (libjpeg's DCT scaling: a 12-megapixel photo costs a
+    fraction of a full decode); the pixel-count guard runs before any decoding."""
+    img = source if isinstance(source, Image.Image) else _open_reduced(Path(source), side)
+    try:
+        img = load_image(img, max_side=None).copy()
+    except OSError as e:  # a lazily opened file that turns out truncated
+        raise ImageLoadError(
+            source, f"cannot decode image ({e})", "the file is truncated or corrupt"
+        ) from None
     img.thumbnail((side, side), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=_JPEG_QUALITY, optimize=True)
     return buf.getvalue()
+
+
+def _open_reduced(path: Path, side: int) -> Image.Image:
+    """Open ``path`` lazily; a JPEG is set to decode at the smallest scale >= ``side``."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageLoadError(path, "empty file (0 bytes)")
+        img = Image.open(path)
+        w, h = img.size
+    except ImageLoadError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageLoadError(path, f"not a readable image ({e})") from None
+    if w * h > MAX_PIXELS:
+        raise ImageLoadError(path, f"{w}x{h} pixels exceeds the limit of {MAX_PIXELS}")
+    if img.format == "JPEG":
+        img.draft("RGB", (side, side))
+    return img
 
 
 def data_uri(jpeg: bytes) -> str:
