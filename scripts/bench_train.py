@@ -242,12 +242,16 @@ def memory_worker(mode: str, root: Path, batch: int, chunk: int) -> None:
 
 
 def memory(root: Path, batch: int, chunk: int) -> dict:
+    import torch
+
     out = {}
     for mode in ("plain", "gradcache"):
         res = subprocess.run(
             [
                 sys.executable,
                 __file__,
+                "--threads",
+                str(torch.get_num_threads()),
                 "--worker",
                 mode,
                 "--data",
@@ -281,7 +285,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--speed-steps", type=int, default=12)
+    ap.add_argument("--speed-steps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--mem-batch", type=int, default=256)
     ap.add_argument("--chunk", type=int, default=32)
@@ -290,15 +294,19 @@ def main() -> None:
     ap.add_argument("--worker", choices=["plain", "gradcache"], help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.worker:
         memory_worker(args.worker, args.data, args.mem_batch, args.chunk)
         return
-    import torch
 
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus",

@@ -317,3 +317,27 @@ def test_two_processes_match_one_process_with_the_global_batch(tree, tmp_path):
     for a, b in zip(logs["one"], logs["two"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
         assert a["accuracy"] == b["accuracy"]
+
+
+def test_gradient_checkpointing_keeps_gradients(tree):
+    from mmembed.model.testing import tiny_embedder
+
+    root, _ = tree
+    batch = _batch(root, size=4)
+    grads = []
+    for ckpt in (False, True):
+        model = tiny_embedder(5)
+        cfg = ModelConfig(freeze_vision=True, gradient_checkpointing=ckpt)
+        prepare_model(model, cfg)
+        set_train_mode(model, cfg)
+        prep = prepare(model, batch, chunk_size=None, cached=False)
+        out = InfoNCELoss(0.05)(model(prep.query_chunks[0]), model(prep.cand_chunks[0]), prep.meta)
+        out.loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        if ckpt:
+            lm = model.backbone.language_model
+            assert getattr(lm, "is_activation_checkpointing", None) or lm.is_gradient_checkpointing
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    assert not any(n.startswith("backbone.vision_tower.") for n in grads[0])
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n

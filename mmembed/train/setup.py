@@ -104,16 +104,21 @@ def prepare_model(model: nn.Module, cfg: ModelConfig) -> SetupReport:
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Non-reentrant checkpointing on every transformers model inside (works with frozen inputs)."""
+    """Non-reentrant activation checkpointing on every transformers model inside (works with
+    frozen inputs). transformers 5 names it ``activation_checkpointing_enable``; older releases
+    ``gradient_checkpointing_enable``."""
     done = 0
     for m in model.modules():
-        if (
-            hasattr(m, "gradient_checkpointing_enable")
-            and hasattr(m, "supports_gradient_checkpointing")
-            and m.supports_gradient_checkpointing
-        ):
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            done += 1
+        if not getattr(m, "supports_gradient_checkpointing", False):
+            continue
+        kwargs = {"use_reentrant": False}
+        if hasattr(m, "activation_checkpointing_enable"):
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        elif hasattr(m, "gradient_checkpointing_enable"):
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            continue
+        done += 1
     if not done:
         log.warning(
             "gradient_checkpointing: no transformers module in the model supports it; ignored"
