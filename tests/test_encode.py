@@ -217,24 +217,12 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny):
     assert proc.returncode == -signal.SIGKILL
     finished = sorted(p.name for p in (out / "shards").glob("*.npy"))
     assert 3 <= len(finished) < 15 and not (out / "manifest.json").exists()
-    resumed = subprocess.run(
-        _encode_cmd(pool, out, tmp_path / "model"),
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"{len(finished)} reused" in resumed.stderr
-    # the uninterrupted run, in this process with the same settings (one thread, like the CLI's)
+    # run again (in this process, to spare a second interpreter start): it resumes
     from mmembed.model import load_embedder
 
+    model = load_embedder(tmp_path / "model")
     inp = open_input(pool)
-    encode_entries(
-        load_embedder(tmp_path / "model"),
-        inp.entries(),
-        tmp_path / "clean",
+    kw = dict(
         is_query=False,
         source=inp.source,
         image_root=inp.image_root,
@@ -242,6 +230,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny):
         batch_size=5,
         show_progress=False,
     )
+    resumed = encode_entries(model, inp.entries(), out, **kw)
+    assert resumed.complete and resumed.reused_shards == len(finished)
+    assert resumed.encoded_shards == 15 - len(finished)
+    # the uninterrupted run, with the same settings (one thread, like the killed process)
+    encode_entries(model, inp.entries(), tmp_path / "clean", **kw)
     a, ida, meta = load_encoded(out)
     b, idb, _ = load_encoded(tmp_path / "clean")
     assert meta["count"] == 150 and ida == idb
