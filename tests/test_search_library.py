@@ -254,3 +254,13 @@ def test_open_searcher_picks_up_a_reindex(photos: Path, tmp_path: Path) -> None:
     assert "red.png" not in _names(s.search("red", k=6))
     update_library(tmp_path / "lib", [], ColourEmbedder(salt="other model"))
     assert not s.refresh() and len(s.search("red", k=6)) == 6  # keeps serving the old one
+
+
+def test_touched_but_unchanged_files_are_not_reencoded(photos: Path, tmp_path: Path) -> None:
+    update_library(tmp_path / "lib", [photos], ColourEmbedder())
+    for p in [photos / "red.png", photos / "notes" / "red-note.txt"]:
+        p.write_bytes(p.read_bytes())  # same bytes, new mtime
+        os.utime(p, ns=(10**18, 10**18))
+    emb = ColourEmbedder()
+    r = update_library(tmp_path / "lib", [], emb)
+    assert (r.files_changed, r.files_unchanged, r.encoded, emb.encoded) == (0, 6, 0, 0)

@@ -288,7 +288,9 @@ def update_library(
         for f, fp in result.files.items():
             if f not in old_files:
                 report.files_new += 1
-            elif old_files[f] != fp:
+            elif (
+                old_files[f][-1] != fp[-1]
+            ):  # content (sha256) differs; mtime alone is not a change
                 report.files_changed += 1
             else:
                 report.files_unchanged += 1

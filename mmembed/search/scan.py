@@ -126,7 +126,8 @@ def scan_roots(
             image = None
             if cand.image_path is not None:
                 image = os.path.abspath(os.path.join(base, cand.image_path))
-            image_fp = fps.get(image) if image else None
+            # the image's content hash: a touched but unchanged file is not re-encoded
+            image_fp = fps[image][2] if image in fps else None
             if image and image_fp is None:  # a jsonl record's image outside the scanned files
                 image_fp = _stat_fingerprint(image)
             modality = cand.modality.value
