@@ -33,6 +33,9 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     name: str | None = None  # load_embedder name or local directory (None = project default)
+    # dtype the base weights are loaded in: float32, or bfloat16 to halve the memory of a large
+    # frozen base under LoRA (the adapters stay float32; accelerate's bf16 autocast runs the math)
+    dtype: str = "float32"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Parameter-name prefixes that are always fully trained (projector and pooler) / frozen.
     train_modules: list[str] = field(default_factory=lambda: ["multi_modal_projector", "pooler"])
@@ -283,6 +286,8 @@ def check(cfg: TrainConfig, where: str) -> None:
             raise ConfigError(f"{where}: source {s.name!r}: list its query files under 'queries'")
         if s.weight is not None and s.weight <= 0:
             raise ConfigError(f"{where}: source {s.name!r}: weight must be > 0")
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"{where}: model.dtype must be float32, bfloat16 or float16")
     if cfg.model.vision_cache_dtype not in ("float16", "float32", "bfloat16"):
         raise ConfigError(f"{where}: model.vision_cache_dtype must be float16, bfloat16 or float32")
     if cfg.loss.temperature <= 0:

@@ -242,8 +242,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     total = cfg.max_steps or cfg.epochs * plan.steps_per_epoch
 
-    model = load_embedder(cfg.model.name, device="cpu", dtype=torch.float32)
+    model = load_embedder(cfg.model.name, device="cpu", dtype=getattr(torch, cfg.model.dtype))
     prepare_model(model, cfg.model)
+    if cfg.model.dtype != "float32":
+        if accelerator.mixed_precision not in ("bf16", "fp16"):
+            raise ConfigError(
+                f"model.dtype={cfg.model.dtype} needs mixed precision (precision: bf16 or fp16, or auto "
+                "on a GPU): the float32 trainable weights then meet half-precision activations under autocast"
+            )
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()  # adapters, projector, pooler train in float32
     loss_fn = InfoNCELoss(
         cfg.loss.temperature, learnable=cfg.loss.learnable_temperature, dist_info=dist
     )
