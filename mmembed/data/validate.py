@@ -165,9 +165,8 @@ class _Validator:
             if wanted and (checked is None or n not in checked):
                 self.image(path, line, "img_path", img)
         pairs = np.frombuffer(rows, dtype=np.int64).reshape(-1, 2)  # (N, 2) a view: no copy
-        check_duplicates(pairs[:, 0], pairs[:, 1], path, "did", unhash_did, self.log)
-        arr = pairs[:, 0]  # (N,)
-        return IdArray(arr)
+        distinct = check_duplicates(pairs[:, 0], pairs[:, 1], path, "did", unhash_did, self.log)
+        return IdArray(distinct, distinct_sorted=True)
 
     def queries(self, name: str, task: int, split: str) -> None:
         lay = self.layout

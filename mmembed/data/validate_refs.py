@@ -22,8 +22,9 @@ _PAIR_SHIFT = 33  # pair key = qid hash << 33 | did hash (dids below 2**33, qids
 class IdArray:
     """A sorted, de-duplicated int64 id array with fast membership (8 bytes per id)."""
 
-    def __init__(self, ids: np.ndarray | Sequence[int]) -> None:
-        self.ids = np.unique(np.asarray(ids, dtype=np.int64))  # (N,) sorted
+    def __init__(self, ids: np.ndarray | Sequence[int], *, distinct_sorted: bool = False) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        self.ids = ids if distinct_sorted else np.unique(ids)  # (N,) sorted, distinct
 
     @classmethod
     def union(cls, arrays: Sequence[IdArray]) -> IdArray:
@@ -53,10 +54,12 @@ def check_duplicates(
     fld: str,
     unhash: Callable[[int], str],
     log: ErrorLog,
-) -> None:
-    """Report every repeat of an id with the line of its first occurrence."""
-    if len(ids) < 2:
-        return
+) -> np.ndarray:
+    """Report every repeat of an id with the line of its first occurrence. Returns the sorted
+    distinct ids (what an IdArray holds), so callers need not sort again."""
+    s = np.sort(ids)  # (N,)
+    if len(s) < 2 or not np.any(s[1:] == s[:-1]):
+        return s  # the common case: no duplicates, no more work
     order = np.argsort(ids, kind="stable")  # (N,) equal ids keep file order
     s, ln = ids[order], lines[order]
     new_run = np.ones(len(s), dtype=bool)
@@ -73,6 +76,7 @@ def check_duplicates(
                 f"{fld}s must be unique in a file",
             )
         )
+    return s[new_run]
 
 
 def _where(local_path: Path | None, has_local: bool, split: str, has_glob: bool) -> str:
