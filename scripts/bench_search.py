@@ -49,12 +49,12 @@ def clustered(
         yield start, x
 
 
-def make_data(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_data(n: int, d: int, seed: int, noise: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((4096, d), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     x = np.empty((n, d), dtype=np.float32)
-    for start, chunk in clustered(n, d, seed + 1, centres):
+    for start, chunk in clustered(n, d, seed + 1, centres, noise):
         x[start : start + len(chunk)] = chunk
     return x, centres
 
@@ -178,7 +178,9 @@ def section_ann(
     return {"factory": factory, "n": len(x), "build_s": build, "rows": rows}
 
 
-def section_eval(n: int, d: int, nq: int, k: int, seed: int, chunk: int) -> dict:
+def section_eval(
+    n: int, d: int, nq: int, k: int, seed: int, chunk: int, noise: float = 0.6
+) -> dict:
     """Runs in its own process so its peak memory is its own: index built chunk by chunk (no
     second copy of the pool), queries searched in chunks, hit-rate recall from top-k labels."""
     import faiss  # noqa: F401
@@ -193,7 +195,7 @@ def section_eval(n: int, d: int, nq: int, k: int, seed: int, chunk: int) -> dict
     index = Index.empty(d, gpu=False, id_mode="mbeir")
     targets = np.sort(rng.choice(n, nq, replace=False))  # each query's positive
     queries = np.empty((nq, d), dtype=np.float32)
-    for start, chunk_x in clustered(n, d, seed + 1, centres):
+    for start, chunk_x in clustered(n, d, seed + 1, centres, noise):
         index.add(chunk_x, [f"0:{i}" for i in range(start, start + len(chunk_x))])
         sel = targets[(targets >= start) & (targets < start + len(chunk_x))]
         pos = np.searchsorted(targets, sel)
@@ -245,11 +247,17 @@ def main() -> None:
     ap.add_argument("--eval-chunk", type=int, default=8192)
     ap.add_argument("--sections", default="exact,ivf,hnsw,eval")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--noise",
+        type=float,
+        default=0.6,
+        help="spread around the cluster centres (harder: larger)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--_eval_child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._eval_child:
-        out = section_eval(a.n, a.dim, a.eval_queries, a.eval_k, a.seed, a.eval_chunk)
+        out = section_eval(a.n, a.dim, a.eval_queries, a.eval_k, a.seed, a.eval_chunk, a.noise)
         a.json.write_text(json.dumps(out, indent=2) + "\n")
         return
     import faiss
@@ -265,8 +273,8 @@ def main() -> None:
     }
     if sections & {"exact", "ivf", "hnsw"}:
         t = time.perf_counter()
-        x, centres = make_data(a.n, a.dim, a.seed)
-        qgen = clustered(a.queries, a.dim, a.seed + 99, centres)
+        x, centres = make_data(a.n, a.dim, a.seed, a.noise)
+        qgen = clustered(a.queries, a.dim, a.seed + 99, centres, a.noise)
         queries = next(qgen)[1]
         log(f"data {x.shape} in {time.perf_counter() - t:.1f}s")
         res["bandwidth"] = bandwidth(x)
@@ -333,6 +341,8 @@ def main() -> None:
                 str(a.eval_chunk),
                 "--seed",
                 str(a.seed),
+                "--noise",
+                str(a.noise),
                 "--json",
                 str(child_json),
             ]
@@ -340,6 +350,7 @@ def main() -> None:
             res["eval"] = json.loads(child_json.read_text())
         log(f"eval {json.dumps(res['eval'])}")
     res["machine"]["load_avg_at_end"] = os.getloadavg()
+    res["data"] = {"n": a.n, "dim": a.dim, "noise": a.noise, "seed": a.seed, "clusters": 4096}
     print(json.dumps(res, indent=2))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")
