@@ -252,6 +252,11 @@ def main() -> None:
         "direct_in_process": {k: _summary(v) for k, v in direct.items() if v},
         "server_batching": batching,
     }  # fmt: skip
+    # Throughput reference: the same mix of searches run serially in-process (no HTTP, no batching).
+    searches = [ms for kk, ms, _ in results if kk != "thumb"]
+    serial_ms = statistics.fmean(direct["text"] + direct["image"])
+    out["search_rps_server"] = len(searches) / wall
+    out["search_rps_serial_in_process"] = 1000 / serial_ms
     print(
         f"\n{out['requests']} requests, {args.concurrency} concurrent, {HOST} only: "
         f"{out['errors']} errors, {out['throughput_rps']:.1f} req/s over {wall:.1f} s"
@@ -271,6 +276,11 @@ def main() -> None:
     print(
         "(direct = the same search called in-process, one at a time, no HTTP; the ratio "
         "includes queueing behind the other concurrent requests)"
+    )
+    print(
+        f"searches: {out['search_rps_server']:.1f}/s through the server vs "
+        f"{out['search_rps_serial_in_process']:.1f}/s serially in-process "
+        f"({out['search_rps_server'] / out['search_rps_serial_in_process']:.2f}x)"
     )
     if batching:
         print(
