@@ -337,7 +337,7 @@ CASES = [
         lambda r: (r / INSTR).write_text("a\tb\n"),
         INSTR,
         1,
-        "header must start with",
+        "header has no 'query_modality' column",
     ),
 ]
 

@@ -13,7 +13,14 @@ from pathlib import Path
 from mmembed.data.errors import DataError, ErrorLog, report
 from mmembed.data.records import Modality
 
-COLUMNS = ("query_modality", "cand_modality", "dataset", "dataset_id")
+COLUMNS = ("query_modality", "cand_modality", "dataset_name", "dataset_id")
+# Header names accepted for each key column (files in the wild use either dataset spelling).
+_ALIASES = {
+    "query_modality": ("query_modality",),
+    "cand_modality": ("cand_modality", "candidate_modality"),
+    "dataset_name": ("dataset_name", "dataset"),
+    "dataset_id": ("dataset_id",),
+}
 Key = tuple[int, str, str]  # (dataset_id, query modality, candidate modality)
 
 
@@ -40,7 +47,9 @@ class InstructionTable:
         row = self._index.get(key)
         if row is None:
             known = ", ".join(f"{k}" for k in sorted(self._index)) or "none"
-            raise KeyError(f"no instruction for (dataset_id, query, candidate) = {key}; known keys: {known}")
+            raise KeyError(
+                f"no instruction for (dataset_id, query, candidate) = {key}; known keys: {known}"
+            )
         return row.prompts
 
     def choose(
@@ -69,16 +78,32 @@ def read_instructions(path: str | Path, errors: ErrorLog | None = None) -> Instr
     rows: list[InstructionRow] = []
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t")
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header[:4]) != COLUMNS:
-            raise DataError(path, 1, None, f"header must start with {'/'.join(COLUMNS)}, got {header!r}")
+        header = [h.strip().lower() for h in next(reader, [])]
+        pos: dict[str, int] = {}
+        for key, names in _ALIASES.items():
+            found = [i for i, h in enumerate(header) if h in names]
+            if not found:
+                raise DataError(
+                    path,
+                    1,
+                    None,
+                    f"header has no {key!r} column (got {header!r})",
+                    f"the header needs {', '.join(COLUMNS)} and prompt_1..prompt_k",
+                )
+            pos[key] = found[0]
+        prompt_cols = [i for i, h in enumerate(header) if h.startswith("prompt")]
+        if not prompt_cols:
+            raise DataError(path, 1, None, "header has no prompt_N columns")
         for lineno, cols in enumerate(reader, 2):
             if not any(c.strip() for c in cols):
                 continue
-            if len(cols) < 5:
-                report(errors, DataError(path, lineno, None, "needs 4 key columns and at least one prompt"))
+            if len(cols) <= max(pos.values()):
+                report(
+                    errors,
+                    DataError(path, lineno, None, "needs 4 key columns and at least one prompt"),
+                )
                 continue
-            qm, cm, name, did = (c.strip() for c in cols[:4])
+            qm, cm, name, did = (cols[pos[k]].strip() for k in _ALIASES)
             try:
                 Modality.parse(qm)
                 Modality.parse(cm)
@@ -86,7 +111,12 @@ def read_instructions(path: str | Path, errors: ErrorLog | None = None) -> Instr
             except ValueError as e:
                 report(errors, DataError(path, lineno, None, str(e)))
                 continue
-            prompts = [p.strip() for p in cols[4:] if p.strip()]
+            prompts = [cols[i].strip() for i in prompt_cols if i < len(cols) and cols[i].strip()]
+            if not prompts:
+                report(
+                    errors, DataError(path, lineno, None, "no prompt on this row", "add prompt_1")
+                )
+                continue
             rows.append(InstructionRow(qm, cm, name, dataset_id, prompts))
     return InstructionTable(rows)
 
