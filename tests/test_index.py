@@ -195,3 +195,18 @@ def test_fp16_memmap_input(tmp_path):
     mm = np.load(tmp_path / "e.npy", mmap_mode="r")
     index = Index.build(mm, [str(n) for n in range(64)])
     assert index.search(x[7], 1)[1] == [["7"]]
+
+
+def test_gpu_choice_is_made_in_one_place():
+    from mmembed.index import device
+
+    n = device.num_gpus()
+    assert device.resolve_gpu("auto") == n and device.resolve_gpu(False) == 0
+    if n == 0:  # this machine (faiss-cpu): asking for a GPU says what to install
+        with pytest.raises(RuntimeError, match="faiss-gpu"):
+            device.resolve_gpu(True)
+        with pytest.raises(RuntimeError, match="faiss sees 0"):
+            device.resolve_gpu(2)
+    rng = np.random.default_rng(11)
+    x = unit(rng, 10, 4)
+    assert Index.build(x, [str(i) for i in range(10)], gpu=False).search(x[3], 1)[1] == [["3"]]
