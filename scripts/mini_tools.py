@@ -1,0 +1,467 @@
+"""Helpers of scripts/reproduce_mini.sh (mmembed-mini, issue 8): WordNet text->text of an offline
+tree as a BEIR folder, the late score-fusion baseline, and the export of the shipped low-rank delta
+weights. Knows the offline benchmark's layout; trains nothing and computes no metric itself."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORDNET_TASK = "wordnet_task1"
+
+
+def beir_from_wordnet(root: Path, split: str, out: Path) -> dict[str, int]:
+    """query/<split>/mbeir_wordnet_task1_<split>.jsonl + its pool -> BEIR corpus/queries/qrels.
+
+    The corpus is the task's local pool for test (the same candidates M-BEIR's local setting
+    searches) and the positives of the split's queries otherwise (train has no local pool)."""
+    from mmembed.data.errors import ErrorLog
+    from mmembed.data.mbeir import read_pool, read_queries
+
+    errors = ErrorLog(strict=True)
+    qfile = root / "query" / split / f"mbeir_{WORDNET_TASK}_{split}.jsonl"
+    queries = list(read_queries(qfile, errors))
+    local = root / "cand_pool" / "local" / f"mbeir_{WORDNET_TASK}_cand_pool.jsonl"
+    pool_file = (
+        local
+        if split == "test"
+        else root / "cand_pool/global" / f"mbeir_union_{split}_cand_pool.jsonl"
+    )
+    wanted = None if split == "test" else {d for q in queries for d in q.pos_dids}
+    corpus = [c for c in read_pool(pool_file, errors) if wanted is None or c.did in wanted]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "qrels").mkdir(exist_ok=True)
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for c in corpus:
+            f.write(
+                json.dumps({"_id": c.did, "title": "", "text": c.text}, ensure_ascii=False) + "\n"
+            )
+    with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
+        for q in queries:
+            f.write(json.dumps({"_id": q.qid, "text": q.text}, ensure_ascii=False) + "\n")
+    with open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q in queries:
+            for d in q.pos_dids:
+                f.write(f"{q.qid}\t{d}\t1\n")
+    return {"queries": len(queries), "corpus": len(corpus)}
+
+
+def wordnet_beir(out: Path, n: int, split: str = "train", seed: int = 0) -> dict[str, int]:
+    """The first ``n`` (by synset key) of the full offline build's WordNet synsets of ``split``
+    (8,000 train, 3,000 test) as a BEIR folder (definition -> entry): train is text-to-text data
+    for continual fine-tuning, test a bigger text->text test than the --limit tree's 100. Splits
+    come from one seeded hash, so no test synset can appear in train."""
+    from mmembed.data.offline.assets import find_assets
+    from mmembed.data.offline.builder import _select_synsets
+    from mmembed.data.offline.tasks import synset_text
+
+    chosen = _select_synsets(find_assets(), seed, None)[split][:n]
+    docs: dict[str, str] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "qrels").mkdir(exist_ok=True)
+    with (
+        open(out / "queries.jsonl", "w", encoding="utf-8") as fq,
+        open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fr,
+    ):
+        fr.write("query-id\tcorpus-id\tscore\n")
+        for syn in chosen:
+            text = synset_text(syn)
+            did = docs.setdefault(text, f"d{len(docs)}")
+            fq.write(
+                json.dumps({"_id": syn.key, "text": syn.definition}, ensure_ascii=False) + "\n"
+            )
+            fr.write(f"{syn.key}\t{did}\t1\n")
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for text, did in docs.items():
+            f.write(json.dumps({"_id": did, "title": "", "text": text}, ensure_ascii=False) + "\n")
+    return {"queries": len(chosen), "corpus": len(docs)}
+
+
+class LateFusion:
+    """Score fusion over one embedder's towers (UniIR CLIP_SF style): a composed item is the
+    normalised sum of its text-only and image-only embeddings, each L2-normalised; single-modality
+    items are embedded as they are. Same encode API as the Embedder."""
+
+    def __init__(self, emb: Any) -> None:
+        self.emb = emb
+        self.dim = emb.dim
+        digest = hashlib.sha256(f"late-fusion:{emb.fingerprint}".encode()).hexdigest()
+        self.fingerprint = f"sha256:{digest}"
+
+    def _encode(
+        self, records: Sequence[Any], is_query: bool, instructions: Any, **kw: Any
+    ) -> np.ndarray:
+        from mmembed.data.records import Item, as_item
+
+        items = [as_item(r, kw.pop("image_root", None)) for r in records]
+        n = len(items)
+        if instructions is None or isinstance(instructions, str):
+            instructions = [instructions] * n
+        # composed items are split into a text half and an image half, each embedded alone
+        parts: list[Item] = []
+        instr: list[str | None] = []
+        owner: list[int] = []
+        for i, it in enumerate(items):
+            halves = (
+                [it]
+                if (it.image is None or not it.text)
+                else [Item(it.text, None), Item(None, it.image)]
+            )
+            for h in halves:
+                parts.append(h)
+                instr.append(instructions[i])
+                owner.append(i)
+        if is_query:
+            vecs = self.emb.encode_queries(parts, instructions=instr, **kw)  # (P, dim)
+        else:
+            vecs = self.emb.encode_candidates(parts, **kw)  # (P, dim)
+        out = np.zeros((n, self.dim), dtype=np.float32)  # (N, dim)
+        np.add.at(out, np.asarray(owner), np.asarray(vecs, dtype=np.float32))
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def encode_queries(
+        self, queries: Sequence[Any], *, instructions: Any = None, **kw: Any
+    ) -> np.ndarray:
+        return self._encode(queries, True, instructions, **kw)
+
+    def encode_candidates(self, candidates: Sequence[Any], **kw: Any) -> np.ndarray:
+        return self._encode(candidates, False, None, **kw)
+
+
+def eval_late_fusion(root: Path, model: str, out: Path, seed: int, cache: Path) -> None:
+    """`mmembed eval mbeir` with the late-fusion wrapper around ``model`` (local + global)."""
+    import torch
+
+    install_vision_memo(cache)
+    from mmembed.eval.tables import write_report
+    from mmembed.model import load_embedder
+
+    torch.manual_seed(seed)
+    from mmembed.eval.mbeir_run import evaluate_model
+
+    enc = LateFusion(load_embedder(model, device="cpu"))
+    report = evaluate_model(
+        root, enc, out_dir=out, seed=seed, model_name=f"late-fusion:{model}", show_progress=False
+    )
+    write_report(report, out)
+
+
+# --------------------------------------------------------------------------- frozen vision memo
+
+
+def install_vision_memo(folder: Path) -> dict[str, int]:
+    """Memoise ComposedBackbone.vision_features on disk, keyed by each image's pixel bytes.
+
+    Every model of the recipe shares the same frozen, pretrained EfficientNet-Lite0 in eval mode,
+    so its features of an image never change: each image is run through the tower once for all
+    stages, evaluations and mining (float32, so results equal uncached runs). Returns live counts."""
+    import torch
+
+    from mmembed.model.composed import ComposedBackbone
+
+    folder.mkdir(parents=True, exist_ok=True)
+    orig = ComposedBackbone.vision_features
+    counts = {"hits": 0, "misses": 0}
+    mem: dict[str, torch.Tensor] = {}
+
+    def cached(self: Any, pixel_values: torch.Tensor, **kw: Any) -> torch.Tensor:
+        if (
+            self.vision_tower is None
+            or self.vision_tower.training
+            or torch.is_grad_enabled()
+            and any(p.requires_grad for p in self.vision_tower.parameters())
+        ):
+            return orig(self, pixel_values, **kw)  # a trainable tower: never memoised
+        px = pixel_values.detach().to("cpu", torch.float32).contiguous()  # (M, 3, S, S)
+        keys = [hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in px]
+        out: list[torch.Tensor | None] = []
+        for k in keys:
+            if k not in mem and (folder / f"{k}.npy").is_file():
+                mem[k] = torch.from_numpy(np.load(folder / f"{k}.npy"))
+            out.append(mem.get(k))
+        miss = [i for i, t in enumerate(out) if t is None]
+        counts["hits"] += len(keys) - len(miss)
+        counts["misses"] += len(miss)
+        if miss:
+            with torch.no_grad():
+                feats = orig(self, pixel_values[miss], **kw)  # (m, N, C)
+            for i, f in zip(miss, feats, strict=True):
+                t = f.detach().to("cpu", torch.float32).contiguous()
+                tmp = folder / f"{keys[i]}.{os.getpid()}.tmp.npy"
+                np.save(tmp, t.numpy())
+                tmp.replace(folder / f"{keys[i]}.npy")
+                mem[keys[i]] = out[i] = t
+        ref = pixel_values
+        return torch.stack([t for t in out]).to(ref.device, ref.dtype)  # (M, N, C)
+
+    ComposedBackbone.vision_features = cached  # type: ignore[method-assign]
+    return counts
+
+
+def prefill_memo(root: Path, split: str, cache: Path, batch_size: int = 16) -> dict[str, int]:
+    """Run every image of ``split`` (its queries and global pool) through the frozen tower once,
+    into the memo; later evaluations then only run the projector, MiniLM and the pooler."""
+    import torch
+
+    from mmembed.data.errors import ErrorLog
+    from mmembed.data.images import load_image
+    from mmembed.data.mbeir import Layout, read_pool, read_queries
+    from mmembed.model import load_embedder
+
+    counts = install_vision_memo(cache)
+    errors = ErrorLog()
+    layout = Layout(root)
+    paths = {c.image_path for c in read_pool(layout.global_pool_file(split), errors)}
+    for f in sorted((root / "query" / split).glob("*.jsonl")):
+        paths |= {q.image_path for q in read_queries(f, errors)}
+    todo = sorted(p for p in paths if p)
+    emb = load_embedder("mmembed-mini-base", device="cpu", dtype=torch.float32)
+    with torch.no_grad():
+        for i in range(0, len(todo), batch_size):
+            imgs = [load_image(root / p) for p in todo[i : i + batch_size]]
+            px = emb.backbone.preprocess_images(imgs)["pixel_values"]  # (M, 3, S, S)
+            emb.backbone.vision_features(px)
+    return {"images": len(todo), **counts}
+
+
+def cached_cli(cache: Path, argv: list[str]) -> int:
+    """Run ``mmembed ARGV...`` (the project's own CLI) with the frozen-vision memo installed."""
+    counts = install_vision_memo(cache)
+    from mmembed.cli import app
+
+    try:
+        app(args=argv, prog_name="mmembed", standalone_mode=False)
+    finally:
+        print(f"vision memo: {counts['hits']} hits, {counts['misses']} misses", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- shipped weights
+
+
+def export_delta(final_dir: Path, out: Path, base: str, rank: int) -> dict[str, Any]:
+    """Trained model folder -> the shipped folder (see mmembed.model.delta.export_delta)."""
+    import torch
+
+    from mmembed.model import load_embedder
+    from mmembed.model.delta import export_delta as export
+
+    trained = load_embedder(str(final_dir), device="cpu", dtype=torch.float32)
+    return export(trained, out, base=base, rank=rank)
+
+
+# --------------------------------------------------------------------------- tables
+
+SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
+    "random": (
+        "stage random: in-batch negatives",
+        "configs/mini/random.yaml",
+        "mmembed train configs/mini/random.yaml",
+    ),
+    "hard": (
+        "stage hard: modality-aware mined negatives, retrained from the base",
+        "configs/mini/hard.yaml",
+        "mmembed mine ... --model runs/mini/random/final --out runs/mini/mined; "
+        "mmembed train configs/mini/hard.yaml",
+    ),
+    "continual": (
+        "continual: from hard, multimodal + WordNet text mix (= shipped mmembed-mini)",
+        "configs/mini/continual.yaml",
+        "mmembed train configs/mini/continual.yaml",
+    ),
+    "fusion_continual": (
+        "baseline: late score fusion of continual's towers (text-only + image-only, summed)",
+        "configs/mini/continual.yaml",
+        "python scripts/mini_tools.py late-fusion --model runs/mini/continual/final",
+    ),
+    "minilm": (
+        "baseline: zero-shot all-MiniLM-L6-v2 (mmembed-mini-base), text tasks only",
+        "preset mmembed-mini-base",
+        "mmembed eval beir --model mmembed-mini-base",
+    ),
+}
+COMPOSED = (6, 7, 8)
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def collect(runs: Path) -> dict[str, Any]:
+    """Every measured number of the recipe's run folder, keyed by system."""
+    times = {}
+    if (runs / "times.tsv").is_file():
+        for line in (runs / "times.tsv").read_text().splitlines():
+            k, v = line.split("\t")
+            times[k] = int(v)
+    out: dict[str, Any] = {"systems": {}, "times_s": times}
+    for name, (what, cfg, cmd) in SYSTEMS.items():
+        folder = runs / "eval" / name
+        rep = _load(folder / "results.json")
+        row: dict[str, Any] = {"what": what, "config": cfg, "command": cmd, "seed": 0}
+        if rep:
+            tasks: dict[str, dict[str, float]] = {}
+            for r in rep["results"]:
+                key = f"{r['dataset']} t{r['task_id']}"
+                tasks.setdefault(key, {})[r["system"]] = r["recall"]["R@5"]
+                tasks[key]["task_id"] = r["task_id"]
+                tasks[key]["queries"] = r["queries"]
+            row["tasks"] = tasks
+            row["mean_local"] = rep["means"].get("local")
+            row["mean_global"] = rep["means"].get("global")
+            for pool in ("local", "global"):
+                comp = [v[pool] for v in tasks.values() if v["task_id"] in COMPOSED and pool in v]
+                row[f"composed_{pool}"] = sum(comp) / len(comp) if comp else None
+            row["wrong_modality_global"] = (
+                rep["error_rates"].get("global", {}).get("wrong_modality")
+            )
+            row["fingerprint"] = rep["settings"].get("fingerprint")
+            row["eval_seconds"] = rep["settings"].get("seconds")
+        for tag, sub in (("ndcg10", "beir"), ("ndcg10_noinstr", "beir_noinstr")):
+            b = _load(folder / sub / "beir_test.json")
+            if b:
+                row[tag] = 100.0 * b["nDCG@10"]
+                row[tag + "_queries"] = b["queries"]
+        train_log = runs / name / "train_log.jsonl"
+        if train_log.is_file():
+            lines = [json.loads(x) for x in train_log.read_text().splitlines() if x.strip()]
+            if lines:
+                row["train_steps"] = lines[-1]["step"]
+                row["train_last_loss"] = lines[-1]["loss"]
+                row["train_seconds"] = lines[-1].get("elapsed")
+        out["systems"][name] = row
+    mining = _load(runs / "mined" / "mining.json")
+    if mining:
+        out["mining"] = mining
+    return out
+
+
+def _f(v: Any) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def markdown_tables(res: dict[str, Any]) -> str:
+    sy = res["systems"]
+    lines = [
+        "| system | mean R@5 local | mean R@5 global | composed (6,7,8) R@5 local | composed global "
+        "| wrong-modality top-1 % (global) | WordNet text→text nDCG@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in sy.items():
+        nd = _f(r.get("ndcg10"))
+        if r.get("ndcg10_noinstr") is not None:
+            nd += f" ({_f(r['ndcg10_noinstr'])} without instruction)"
+        lines.append(
+            f"| {name} | {_f(r.get('mean_local'))} | {_f(r.get('mean_global'))} | "
+            f"{_f(r.get('composed_local'))} | {_f(r.get('composed_global'))} | "
+            f"{_f(r.get('wrong_modality_global'))} | {nd} |"
+        )
+    names = [n for n, r in sy.items() if r.get("tasks")]
+    if names:
+        keys = list(sy[names[0]]["tasks"])
+        lines += ["", "R@5 per task, local / global pool:", ""]
+        lines.append("| task | queries | " + " | ".join(names) + " |")
+        lines.append("|---|---|" + "---|" * len(names))
+        for k in keys:
+            cells = []
+            for n in names:
+                t = sy[n]["tasks"].get(k, {})
+                cells.append(f"{_f(t.get('local'))} / {_f(t.get('global'))}")
+            q = sy[names[0]]["tasks"][k]["queries"]
+            lines.append(f"| {k} | {q} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| system | config | seed | reproduce | train steps | eval s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in sy.items():
+        lines.append(
+            f"| {name} | `{r['config']}` | {r['seed']} | `{r['command']}` | "
+            f"{r.get('train_steps', '–')} | {r.get('eval_seconds', '–')} |"
+        )
+    if res["times_s"]:
+        lines += ["", "Wall time per step of `scripts/reproduce_mini.sh` (seconds):", ""]
+        lines.append("| step | s |")
+        lines.append("|---|---|")
+        lines += [f"| {k} | {v} |" for k, v in res["times_s"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(runs: Path, out: Path) -> list[Path]:
+    res = collect(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(markdown_tables(res), encoding="utf-8")
+    return [out / "results.json", out / "results.md"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("beir", help="WordNet task 1 of an offline tree as a BEIR folder")
+    b.add_argument("--data", type=Path, required=True)
+    b.add_argument("--split", default="test")
+    b.add_argument("--out", type=Path, required=True)
+    w = sub.add_parser("wordnet", help="full-build WordNet synsets of a split as a BEIR folder")
+    w.add_argument("--split", default="train")
+    w.add_argument("--out", type=Path, required=True)
+    w.add_argument("-n", type=int, default=2000)
+    f = sub.add_parser("late-fusion", help="evaluate the late score-fusion of a model's towers")
+    f.add_argument("--data", type=Path, required=True)
+    f.add_argument("--model", required=True)
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--cache", type=Path, default=Path("runs/mini/vision_memo"))
+    e = sub.add_parser("export", help="trained model folder -> shipped delta folder")
+    e.add_argument("--model", type=Path, required=True)
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--base", default="mmembed-mini-latent")
+    e.add_argument("--rank", type=int, default=16)
+    pf = sub.add_parser("prefill", help="run a split's images through the frozen tower once")
+    pf.add_argument("--data", type=Path, required=True)
+    pf.add_argument("--split", default="test")
+    pf.add_argument("--cache", type=Path, default=Path("runs/mini/vision_memo"))
+    c = sub.add_parser(
+        "cli", help="mmembed CLI with the frozen-vision memo: cli --cache DIR -- ARGS"
+    )
+    c.add_argument("--cache", type=Path, default=Path("runs/mini/vision_memo"))
+    c.add_argument("args", nargs=argparse.REMAINDER)
+    tb = sub.add_parser("tables", help="eval/mini/results.{md,json} from the run folder")
+    tb.add_argument("--runs", type=Path, default=Path("runs/mini"))
+    tb.add_argument("--out", type=Path, default=Path("eval/mini"))
+    a = p.parse_args(argv)
+    t0 = time.time()
+    if a.cmd == "cli":
+        args = a.args[1:] if a.args[:1] == ["--"] else a.args
+        code = cached_cli(a.cache, args)
+        print(f"mmembed {' '.join(args[:2])}: {time.time() - t0:.1f} s", file=sys.stderr)
+        return code
+    if a.cmd == "prefill":
+        print(json.dumps(prefill_memo(a.data, a.split, a.cache)))
+    elif a.cmd == "beir":
+        print(json.dumps(beir_from_wordnet(a.data, a.split, a.out)))
+    elif a.cmd == "wordnet":
+        print(json.dumps(wordnet_beir(a.out, a.n, a.split)))
+    elif a.cmd == "tables":
+        print("\n".join(str(x) for x in write_tables(a.runs, a.out)))
+    elif a.cmd == "late-fusion":
+        eval_late_fusion(a.data, a.model, a.out, a.seed, a.cache)
+    else:
+        print(json.dumps(export_delta(a.model, a.out, a.base, a.rank), indent=2))
+    print(f"{a.cmd}: {time.time() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
