@@ -128,6 +128,10 @@ def load_embedder(
             return load_mmembed(path, device=device, dtype=dtype)
         if (path / CONFIG_NAME).is_file():
             fmt = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8")).get("format")
+            if fmt == "mmembed-delta/1":  # shipped trained parts over a preset (delta.py)
+                from mmembed.model.delta import apply_delta
+
+                return apply_delta(path, device=device, dtype=dtype)
             if fmt == "mmembed-clip-sf/1":
                 from mmembed.model.clip_sf import ClipScoreFusion
 
