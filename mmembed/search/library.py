@@ -77,7 +77,7 @@ class Library:
     """A library directory on disk, opened read-only (searching, serving files)."""
 
     def __init__(self, path: str | Path, state: dict[str, Any]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.state = state
         self.entries: dict[str, Entry] = {
             e["did"]: Entry.from_json(e) for e in state.get("entries", [])
@@ -88,11 +88,11 @@ class Library:
 
     @staticmethod
     def exists(path: str | Path) -> bool:
-        return (Path(path) / STATE_FILE).is_file()
+        return (Path(path).expanduser() / STATE_FILE).is_file()
 
     @classmethod
     def open(cls, path: str | Path) -> Library:
-        state_file = Path(path) / STATE_FILE
+        state_file = Path(path).expanduser() / STATE_FILE
         if not state_file.is_file():
             raise LibraryError(f"no index at {path}: run `mmembed index DIR --index {path}` first")
         try:
@@ -253,7 +253,7 @@ def update_library(
     ``on_progress(done, total)`` is called as candidates are encoded, ``on_scan(path)`` as
     files are scanned."""
     t0 = time.perf_counter()
-    path = Path(path)
+    path = Path(path).expanduser()
     report = UpdateReport()
     with _locked(path):
         old = Library.open(path) if Library.exists(path) else None
