@@ -10,6 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def import_faiss() -> Any:
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise
     try:
         import faiss
     except ImportError as e:  # pragma: no cover - faiss-cpu is a core dependency
