@@ -330,7 +330,9 @@ def main() -> None:
             m = results["memory"]
             print(
                 f"  GradCache / plain step memory = {m['ratio_gradcache_over_plain']:.2f}x; "
-                f"loss equal: {abs(m['plain']['loss'] - m['gradcache']['loss']) < 1e-4}"
+                f"|loss difference| {abs(m['plain']['loss'] - m['gradcache']['loss']):.4f} (train mode: the "
+                "dropout masks of one big forward and of chunked forwards differ; without dropout the two "
+                "agree within 1e-5, see tests/test_train_loop.py)"
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
