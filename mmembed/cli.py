@@ -62,6 +62,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise here
 
 
 _register()
