@@ -341,3 +341,20 @@ def test_gradient_checkpointing_keeps_gradients(tree):
     assert not any(n.startswith("backbone.vision_tower.") for n in grads[0])
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
+
+
+def test_an_unreadable_image_skips_its_examples_not_the_run(tmp_path, caplog):
+    root = make_tree(tmp_path / "m")
+    model_dir = write_model(tmp_path / "model")
+    (root / "images/blue_circle.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    cfg = config_dict(root, model_dir, tmp_path / "run", epochs=1)
+    cfg["model"].update({"freeze_vision": True, "cache_vision_features": True})
+    cfg["data"]["num_workers"] = 1
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = train(load_config(path))
+    assert result.steps == 4 and result.final_model.is_dir()
+    assert "blue_circle.png" in caplog.text and "skipping every example" in caplog.text
+    strict = load_config(path, ["data.strict=true", f"output_dir={tmp_path / 'strict'}"])
+    with pytest.raises(Exception, match="blue_circle.png"):
+        train(strict)

@@ -189,6 +189,15 @@ class TrainBatch:
         )
 
 
+def image_paths(p: Planned, sources: list[Source]) -> set[str]:
+    """The image files one planned example needs (query and its candidates), resolved the way
+    ``as_item`` resolves them, so they compare equal to an ImageLoadError's path."""
+    src = sources[p.source]
+    ex = src.examples[p.index]
+    records = [ex.query, *(src.candidates[d] for d in (p.pos, *p.negs))]
+    return {str(as_item(r, src.image_root).image) for r in records if r.image_path}
+
+
 def build_batch(
     planned: list[Planned],
     sources: list[Source],

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from mmembed.data.images import ImageLoadError
 from mmembed.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -27,7 +28,7 @@ from mmembed.train.distributed import DistInfo, all_reduce_mean
 from mmembed.train.features import Prepared, fill_from_cache, prepare, to_device
 from mmembed.train.gradcache import grad_cache_step
 from mmembed.train.loss import InfoNCELoss, LossOutput
-from mmembed.train.sampler import BatchPlan, build_batch
+from mmembed.train.sampler import BatchPlan, build_batch, image_paths
 from mmembed.train.setup import VisionFeatureCache, merge_lora, prepare_model, set_train_mode
 from mmembed.train.sources import load_sources
 
@@ -302,70 +303,94 @@ def train(cfg: TrainConfig) -> TrainResult:
     last_loss = None
     t0 = time.perf_counter()
 
+    bad_images: set[str] = set()
+
     def make_batch(gstep: int) -> Prepared:  # a pure function of the step: safe to prefetch
         epoch, in_epoch = divmod(gstep, plan.steps_per_epoch)
         planned = BatchPlan.rank_slice(plan.batch(epoch, in_epoch), dist.rank, dist.world_size)
-        batch = build_batch(
-            planned, sources, seed=cfg.seed, epoch=epoch, use_instructions=cfg.data.use_instructions
-        )
-        return prepare(core, batch, chunk_size=chunk, cached=cache is not None)
-
-    prefetch = Prefetcher(make_batch, range(start.global_step, total), cfg.data.num_workers)
-    for gstep in range(start.global_step, total):
-        epoch = gstep // plan.steps_per_epoch
-        set_train_mode(core, cfg.model)
-        tic = time.perf_counter()
-        prep = prefetch.get(gstep)
-        for ch in (*prep.query_chunks, *prep.cand_chunks):
-            if cache is not None:
-                fill_from_cache(ch, cache, core)
-            ch.update(to_device(ch, accelerator.device))
-        out = run_step(
-            wrapped, loss_fn, prep, grad_cache=cfg.loss.grad_cache, accelerator=accelerator
-        )
-        grad_norm = None
-        if cfg.optim.max_grad_norm:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-            grad_norm = float(norm) if norm is not None else None  # DeepSpeed clips inside
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        last_loss = all_reduce_mean(out.loss.item(), dist, accelerator.device)
-        acc = all_reduce_mean(out.accuracy, dist, accelerator.device)
-        dt = time.perf_counter() - tic
-        entry = {
-            "step": gstep + 1,
-            "epoch": epoch,
-            "loss": last_loss,
-            "accuracy": acc,
-            "lr": scheduler.get_last_lr()[0],
-            "temperature": loss_fn.temperature,
-            "pairs_per_s": prep.n_queries * dist.world_size / dt,
-            "grad_norm": grad_norm,
-            "elapsed_s": time.perf_counter() - t0,
-        }
-        if (gstep + 1) % max(1, cfg.log_every) == 0 or gstep + 1 == total:
-            jlog.write(entry)
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{acc:.2f}", lr=f"{entry['lr']:.2e}")
-        if cfg.save_every and (gstep + 1) % cfg.save_every == 0 and gstep + 1 < total:
-            nxt_epoch, nxt_step = divmod(gstep + 1, plan.steps_per_epoch)
-            save_checkpoint(
-                ckpt_root,
-                TrainerState(gstep + 1, nxt_epoch, nxt_step, cfg.seed, dist.world_size),
-                model=core,
-                loss=loss_fn,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                config=cfg,
-                rank=dist.rank,
-                barrier=accelerator.wait_for_everyone,
-                keep_last=cfg.keep_last,
-                engine=accelerator if cfg.deepspeed else None,
+        while True:  # an unreadable image drops the examples that need it, and the batch is rebuilt
+            keep = [p for p in planned if not image_paths(p, sources) & bad_images]
+            if not keep:
+                raise RuntimeError(
+                    f"step {gstep}: every example of the batch needs an unreadable image"
+                )
+            batch = build_batch(
+                keep,
+                sources,
+                seed=cfg.seed,
+                epoch=epoch,
+                use_instructions=cfg.data.use_instructions,
             )
-    bar.close()
-    prefetch.close()
+            try:
+                prep = prepare(core, batch, chunk_size=chunk, cached=cache is not None)
+                if cache is not None:
+                    for ch in (*prep.query_chunks, *prep.cand_chunks):
+                        fill_from_cache(ch, cache, core)
+                return prep
+            except ImageLoadError as e:
+                if cfg.data.strict or e.path in bad_images:
+                    raise
+                bad_images.add(e.path)
+                log.warning("skipping every example that needs %s (step %d): %s", e.path, gstep, e)
+
+    # once, before any batch is prefetched: a worker thread may run the frozen vision tower for
+    # the feature cache, and must never see it flip to train mode
+    set_train_mode(core, cfg.model)
+    prefetch = Prefetcher(make_batch, range(start.global_step, total), cfg.data.num_workers)
+    try:
+        for gstep in range(start.global_step, total):
+            epoch = gstep // plan.steps_per_epoch
+            tic = time.perf_counter()
+            prep = prefetch.get(gstep)
+            for ch in (*prep.query_chunks, *prep.cand_chunks):
+                ch.update(to_device(ch, accelerator.device))
+            out = run_step(
+                wrapped, loss_fn, prep, grad_cache=cfg.loss.grad_cache, accelerator=accelerator
+            )
+            grad_norm = None
+            if cfg.optim.max_grad_norm:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                norm = accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                grad_norm = float(norm) if norm is not None else None  # DeepSpeed clips inside
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            last_loss = all_reduce_mean(out.loss.item(), dist, accelerator.device)
+            acc = all_reduce_mean(out.accuracy, dist, accelerator.device)
+            dt = time.perf_counter() - tic
+            entry = {
+                "step": gstep + 1,
+                "epoch": epoch,
+                "loss": last_loss,
+                "accuracy": acc,
+                "lr": scheduler.get_last_lr()[0],
+                "temperature": loss_fn.temperature,
+                "pairs_per_s": prep.n_queries * dist.world_size / dt,
+                "grad_norm": grad_norm,
+                "elapsed_s": time.perf_counter() - t0,
+            }
+            if (gstep + 1) % max(1, cfg.log_every) == 0 or gstep + 1 == total:
+                jlog.write(entry)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{acc:.2f}", lr=f"{entry['lr']:.2e}")
+            if cfg.save_every and (gstep + 1) % cfg.save_every == 0 and gstep + 1 < total:
+                nxt_epoch, nxt_step = divmod(gstep + 1, plan.steps_per_epoch)
+                save_checkpoint(
+                    ckpt_root,
+                    TrainerState(gstep + 1, nxt_epoch, nxt_step, cfg.seed, dist.world_size),
+                    model=core,
+                    loss=loss_fn,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    config=cfg,
+                    rank=dist.rank,
+                    barrier=accelerator.wait_for_everyone,
+                    keep_last=cfg.keep_last,
+                    engine=accelerator if cfg.deepspeed else None,
+                )
+    finally:
+        prefetch.close()
+        bar.close()
     final = None
     accelerator.wait_for_everyone()
     if dist.is_main:
