@@ -85,11 +85,13 @@ def load_mbeir(cfg: SourceConfig, errors: ErrorLog) -> Source:
     """Queries from ``cfg.queries``, candidates (only those referenced) from ``cfg.pool``."""
     root = Path(cfg.root)
     queries: list[Query] = []
+    origin: list[Path] = []  # the file each query came from (for messages)
     for path in [p for pat in cfg.queries for p in _resolve(root, pat, "query file", cfg.name)]:
         for q in read_queries(path, errors):
             if cfg.limit is not None and len(queries) >= cfg.limit:
                 break
             queries.append(q)
+            origin.append(path)
     needed = {d for q in queries for d in (*q.pos_dids, *q.neg_dids)}
     candidates: dict[str, Candidate] = {}
     pools = [p for pat in cfg.pool for p in _resolve(root, pat, "pool file", cfg.name)]
@@ -100,12 +102,12 @@ def load_mbeir(cfg: SourceConfig, errors: ErrorLog) -> Source:
             if c.did in needed:
                 candidates[c.did] = c
     examples, missing_neg = [], 0
-    for q in queries:
+    for q, qpath in zip(queries, origin, strict=True):
         pos = [d for d in dict.fromkeys(q.pos_dids) if d in candidates]
         if not pos:
             errors.add(
                 DataError(
-                    cfg.queries[0],
+                    qpath,
                     None,
                     "pos_cand_list",
                     f"query {q.qid}: none of its positives {q.pos_dids[:3]} is in the pool",
