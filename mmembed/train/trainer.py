@@ -179,6 +179,19 @@ class Prefetcher:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def average_loss_grads(loss_fn: torch.nn.Module, dist: DistInfo) -> None:
+    """Average the gradients of the loss's own parameters (a learnable temperature) over
+    processes, as DDP does for the model's; a no-op on one process."""
+    if dist.world_size == 1:
+        return
+    import torch.distributed as tdist
+
+    for p in loss_fn.parameters():
+        if p.grad is not None:
+            tdist.all_reduce(p.grad)
+            p.grad /= dist.world_size
+
+
 class MultiEncode(torch.nn.Module):
     """``forward(*batches) -> (emb, ...)``: queries and candidates in ONE forward call, so DDP sees
     one forward per backward (two separate calls would confuse its unused-parameter search)."""
@@ -226,6 +239,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
     if cfg.deepspeed and cfg.loss.grad_cache:
         raise ConfigError("loss.grad_cache is not supported under DeepSpeed; turn one of them off")
+    if cfg.deepspeed and cfg.loss.learnable_temperature:
+        raise ConfigError(
+            "loss.learnable_temperature is not supported under DeepSpeed (the temperature "
+            "lives outside the engine's model); use a fixed temperature"
+        )
     accelerator = make_accelerator(cfg)
     dist = DistInfo(accelerator.process_index, accelerator.num_processes)
     out_dir = Path(cfg.output_dir)
@@ -347,6 +365,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             out = run_step(
                 wrapped, loss_fn, prep, grad_cache=cfg.loss.grad_cache, accelerator=accelerator
             )
+            average_loss_grads(loss_fn, dist)  # DDP averages the model's gradients, not the loss's
             grad_norm = None
             if cfg.optim.max_grad_norm:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
