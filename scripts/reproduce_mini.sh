@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces mmembed-mini (issue 8) and every number in eval/mini/ on CPU, from nothing:
-# offline benchmark (--limit 100) -> stage random -> mmembed mine (modality-aware) -> stage hard
+# offline benchmark (--limit 40) -> stage random -> mmembed mine (modality-aware) -> stage hard
 # (from the base) -> continual text+multimodal fine-tuning -> baselines -> evaluations -> tables.
 # Every training/mining/eval step is the project's own CLI (`mmembed train|mine|eval`), run
 # through scripts/mini_tools.py, which memoises the frozen EfficientNet-Lite0 features on disk so
@@ -13,6 +13,9 @@ R=runs/mini
 E=eval/mini
 mkdir -p "$R" "$E"
 PY=${PYTHON:-python}
+# One thread per process: on a shared 2-core machine, 2 threads ran MiniLM-size matmuls slower
+# than 1 (17 vs 22 per second measured while others' jobs ran). Set MINI_THREADS=2 on an idle one.
+export OMP_NUM_THREADS=${MINI_THREADS:-1} MKL_NUM_THREADS=${MINI_THREADS:-1}
 M="$PY scripts/mini_tools.py cli --cache $R/vision_memo --"
 TIMES="$R/times.tsv"
 : >"$TIMES"
@@ -29,9 +32,9 @@ step() { # step NAME COMMAND...: run, log its wall time
 
 WN_INSTR="Retrieve the dictionary entry for the given definition."
 
-# 1. data: the offline benchmark (100 emoji groups and 100 synsets per split), WordNet text
+# 1. data: the offline benchmark (40 emoji groups and 40 synsets per split), WordNet text
 #    folders from the full WordNet selection (2,000 train definitions; 1,000 test definitions).
-step data $PY -m mmembed data build-offline --out $R/data --limit 100 --seed 0 -q
+step data $PY -m mmembed data build-offline --out $R/data --limit 40 --seed 0 -q
 step wordnet_train $PY scripts/mini_tools.py wordnet --split train -n 2000 --out $R/wordnet_train
 step wordnet_test $PY scripts/mini_tools.py wordnet --split test -n 1000 --out $R/wordnet_test
 
