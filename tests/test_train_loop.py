@@ -303,6 +303,7 @@ def test_two_processes_match_one_process_with_the_global_batch(tree, tmp_path):
     ):
         cfg = config_dict(root, model_dir, tmp_path / name, epochs=2)
         cfg["data"]["batch_size"] = bs
+        cfg["loss"]["learnable_temperature"] = True  # its gradient must be averaged over processes
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
         res = subprocess.run(
             [*launcher, "-m", "mmembed", "train", str(tmp_path / f"{name}.yaml")],
@@ -317,6 +318,8 @@ def test_two_processes_match_one_process_with_the_global_batch(tree, tmp_path):
     for a, b in zip(logs["one"], logs["two"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
         assert a["accuracy"] == b["accuracy"]
+        assert a["temperature"] == pytest.approx(b["temperature"], rel=1e-5)
+    assert logs["one"][-1]["temperature"] != logs["one"][0]["temperature"]  # it did learn
 
 
 def test_gradient_checkpointing_keeps_gradients(tree):
