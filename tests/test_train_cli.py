@@ -56,7 +56,9 @@ def test_train_and_mine_commands(tmp_path):
     )
     assert res.exit_code == 0, res.output
     mined = [q for p in sorted((tmp_path / "mined").glob("*.jsonl")) for q in read_queries(p)]
-    assert len(mined) == 16 and all(len(q.neg_dids) == 3 for q in mined)  # 32-pool, ratio filter off
+    assert len(mined) == 16 and all(
+        len(q.neg_dids) == 3 for q in mined
+    )  # 32-pool, ratio filter off
     assert all(not set(q.neg_dids) & set(q.pos_dids) for q in mined)
     assert (
         json.loads((tmp_path / "mined/mining.json").read_text())["settings"]["max_negatives"] == 3
