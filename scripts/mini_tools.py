@@ -316,6 +316,9 @@ def collect(runs: Path) -> dict[str, Any]:
                 key = f"{r['dataset']} t{r['task_id']}"
                 tasks.setdefault(key, {})[r["system"]] = r["recall"]["R@5"]
                 tasks[key]["task_id"] = r["task_id"]
+                if r["system"] == "global" and r["queries"]:
+                    wm = 100.0 * r["errors"].get("wrong_modality", 0) / r["queries"]
+                    tasks[key]["wrong_modality_global"] = wm
                 tasks[key]["queries"] = r["queries"]
             row["tasks"] = tasks
             row["mean_local"] = rep["means"].get("local")
@@ -380,6 +383,16 @@ def markdown_tables(res: dict[str, Any]) -> str:
                 cells.append(f"{_f(t.get('local'))} / {_f(t.get('global'))}")
             q = sy[names[0]]["tasks"][k]["queries"]
             lines.append(f"| {k} | {q} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Wrong-modality top-1 errors in the global pool, % of the task's queries:",
+            "",
+        ]
+        lines.append("| task | " + " | ".join(names) + " |")
+        lines.append("|---|" + "---|" * len(names))
+        for k in keys:
+            cells = [_f(sy[n]["tasks"].get(k, {}).get("wrong_modality_global")) for n in names]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| system | config | seed | reproduce | train steps | eval s |",

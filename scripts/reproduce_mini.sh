@@ -73,6 +73,6 @@ step beir_minilm_noinstr $M eval beir --data $R/wordnet_test --model mmembed-min
 printf '%s\t%s\n' total "$(($(date +%s) - T0))" >>"$TIMES"
 $PY scripts/mini_tools.py tables --runs $R --out $E
 if [ "${SHIP:-0}" = 1 ]; then
-  $PY scripts/mini_tools.py export --model $R/continual/final --out mmembed/model/weights/mmembed-mini
+  $PY scripts/mini_tools.py export --model $R/continual/final --out mmembed/model/weights/mmembed-mini --rank 32
 fi
 echo "done in $(($(date +%s) - T0)) s; tables in $E" >&2
