@@ -35,6 +35,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# Commands that take free-form extra arguments (`mmembed train cfg.yaml --data.batch_size=8`).
+_EXTRA_ARGS = {"train"}
+
+
 def _register() -> None:
     for name, module in GROUPS.items():
         try:
@@ -52,11 +56,18 @@ def _register() -> None:
             if e.name and e.name.startswith("mmembed"):
                 continue
             raise
-        app.command(name)(getattr(mod, func))
+        settings = (
+            {"allow_extra_args": True, "ignore_unknown_options": True}
+            if name in _EXTRA_ARGS
+            else None
+        )
+        app.command(name, context_settings=settings)(getattr(mod, func))
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
