@@ -12,8 +12,7 @@ def train(
     config: Path = typer.Argument(..., help="Training config YAML (see configs/train/)."),
     overrides: list[str] = typer.Argument(
         None,
-        help="Dotted overrides KEY=VALUE, e.g. data.batch_size=8 optim.lr=1e-4 "
-        "(write '--' before them to use the --KEY=VALUE form).",
+        help="Dotted overrides, KEY=VALUE or --KEY=VALUE, e.g. data.batch_size=8 --optim.lr=1e-4.",
     ),
 ) -> None:
     """Train an embedder (contrastive InfoNCE); run directly or under `accelerate launch`."""
