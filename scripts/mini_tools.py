@@ -275,6 +275,11 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "mmembed mine ... --model runs/mini/random/final --out runs/mini/mined; "
         "mmembed train configs/mini/hard.yaml",
     ),
+    "hard48": (
+        "stage hard at random's budget (48 steps): same as hard, max_steps=48",
+        "configs/mini/hard.yaml + max_steps=48",
+        "mmembed train configs/mini/hard.yaml max_steps=48 output_dir=runs/mini/hard48",
+    ),
     "continual": (
         "continual: from hard, multimodal + WordNet text mix (= shipped mmembed-mini)",
         "configs/mini/continual.yaml",
@@ -317,7 +322,7 @@ def collect(runs: Path) -> dict[str, Any]:
                 tasks.setdefault(key, {})[r["system"]] = r["recall"]["R@5"]
                 tasks[key]["task_id"] = r["task_id"]
                 if r["system"] == "global" and r["queries"]:
-                    wm = 100.0 * r["errors"].get("wrong_modality", 0) / r["queries"]
+                    wm = 100.0 * r.get("errors", {}).get("wrong_modality", 0) / r["queries"]
                     tasks[key]["wrong_modality_global"] = wm
                 tasks[key]["queries"] = r["queries"]
             row["tasks"] = tasks

@@ -120,7 +120,7 @@ def test_delta_round_trip_on_the_real_preset(tmp_path):
     assert is_delta_folder(tmp_path / "m")
     assert info["tensors"]["lowrank"] == 1
     assert info["tensors"]["full"] >= 1  # the projector, and the unseeded pooler of the preset
-    assert info["bytes"] < 3_000_000
+    assert info["bytes"] < 15_000_000  # pooler (~10 MB) + projector in full; MiniLM as factors
     assert info["max_embedding_difference"] < 1e-4
     again = load_embedder(str(tmp_path / "m"), device="cpu")  # through the registry
     items = [Item("a red square", None), Item(None, _img((200, 0, 0)))]
