@@ -348,7 +348,8 @@ def collect(runs: Path) -> dict[str, Any]:
                 row["train_steps"] = lines[-1]["step"]
                 row["train_last_loss"] = lines[-1]["loss"]
                 row["train_seconds"] = lines[-1].get("elapsed")
-        out["systems"][name] = row
+        if "tasks" in row or "ndcg10" in row:  # systems not (yet) evaluated are left out
+            out["systems"][name] = row
     mining = _load(runs / "mined" / "mining.json")
     if mining:
         out["mining"] = mining
