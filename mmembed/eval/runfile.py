@@ -4,7 +4,7 @@ Knows nothing of models, indexes or metrics."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from mmembed.data.errors import DataError, ErrorLog, report
@@ -16,29 +16,24 @@ def write_run(
     path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "mmembed"
 ) -> int:
     """Write a run atomically; candidates are written in the given order with ranks 1..k."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with RunWriter(path, tag) as w:
         for qid, ranked in run.items():
-            for rank, (did, score) in enumerate(ranked, 1):
-                f.write(f"{qid} Q0 {did} {rank} {float(score):.6f} {tag}\n")
-                n += 1
-    os.replace(tmp, path)
-    return n
+            w.add(qid, [d for d, _ in ranked], [s for _, s in ranked])
+    return w.lines
 
 
-def read_run(path: str | Path, errors: ErrorLog | None = None) -> Run:
-    """qid -> [(did, score)] sorted by rank (ties in the file keep their rank order)."""
+def iter_run(
+    path: str | Path, errors: ErrorLog | None = None
+) -> Iterator[tuple[str, str, int, float]]:
+    """Yield (qid, did, rank, score) per line. Six columns ``qid Q0 did rank score tag``; extra
+    trailing columns (UniIR writes seven) are ignored. Bad lines go to ``errors`` (raise if None)."""
     path = Path(path)
-    rows: dict[str, list[tuple[int, str, float]]] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) != 6:
+            if len(parts) < 6:
                 report(
                     errors,
                     DataError(
@@ -49,16 +44,27 @@ def read_run(path: str | Path, errors: ErrorLog | None = None) -> Run:
                     ),
                 )
                 continue
-            qid, _, did, rank, score, _ = parts
             try:
-                rows.setdefault(qid, []).append((int(rank), did, float(score)))
+                rank, score = int(parts[3]), float(parts[4])
             except ValueError:
                 report(
                     errors,
                     DataError(
-                        path, lineno, None, f"rank {rank!r} or score {score!r} is not a number"
+                        path,
+                        lineno,
+                        None,
+                        f"rank {parts[3]!r} or score {parts[4]!r} is not a number",
                     ),
                 )
+                continue
+            yield parts[0], parts[2], rank, score
+
+
+def read_run(path: str | Path, errors: ErrorLog | None = None) -> Run:
+    """qid -> [(did, score)] sorted by rank (ties in the file keep their rank order)."""
+    rows: dict[str, list[tuple[int, str, float]]] = {}
+    for qid, did, rank, score in iter_run(path, errors):
+        rows.setdefault(qid, []).append((rank, did, score))
     return {q: [(d, s) for _, d, s in sorted(r, key=lambda t: t[0])] for q, r in rows.items()}
 
 
@@ -108,37 +114,7 @@ def read_run_ids(
     """qid -> dids in rank order (ranks beyond ``max_rank`` dropped): a lighter read_run for
     scoring large runs, holding no scores."""
     rows: dict[str, list[tuple[int, str]]] = {}
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 6:
-                report(
-                    errors,
-                    DataError(
-                        path,
-                        lineno,
-                        None,
-                        f"expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}",
-                    ),
-                )
-                continue
-            try:
-                rank = int(parts[3])
-                float(parts[4])
-            except ValueError:
-                report(
-                    errors,
-                    DataError(
-                        path,
-                        lineno,
-                        None,
-                        f"rank {parts[3]!r} or score {parts[4]!r} is not a number",
-                    ),
-                )
-                continue
-            if max_rank is None or rank <= max_rank:
-                rows.setdefault(parts[0], []).append((rank, parts[2]))
+    for qid, did, rank, _ in iter_run(path, errors):
+        if max_rank is None or rank <= max_rank:
+            rows.setdefault(qid, []).append((rank, did))
     return {q: [d for _, d in sorted(r, key=lambda t: t[0])] for q, r in rows.items()}
