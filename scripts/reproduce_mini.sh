@@ -58,6 +58,9 @@ step prefill_test $PY scripts/mini_tools.py prefill --data $R/data --split test 
 evaluate random $R/random/final
 evaluate hard $R/hard/final
 evaluate continual $R/continual/final
+# stage hard at stage random's budget (48 steps), for the equal-budget comparison of finding 1
+step train_hard48 $M train configs/mini/hard.yaml max_steps=48 output_dir=$R/hard48
+evaluate hard48 $R/hard48/final
 # baseline: score fusion over the same towers: late fusion of the final model's text-only and
 # image-only embeddings (see docs/mmembed_mini.md for why, and what it is not)
 step eval_fusion_continual $PY scripts/mini_tools.py late-fusion --cache $R/vision_memo \
