@@ -79,7 +79,9 @@ def _split_id(value: str, kind: str) -> tuple[int, int]:
         a, b = value.split(":")
         d, n = int(a), int(b)
     except (ValueError, AttributeError):
-        raise ValueError(f"malformed {kind} {value!r}; expected 'DATASET_ID:N' with two integers") from None
+        raise ValueError(
+            f"malformed {kind} {value!r}; expected 'DATASET_ID:N' with two integers"
+        ) from None
     if d < 0 or n < 0:
         raise ValueError(f"malformed {kind} {value!r}; ids are non-negative")
     return d, n
