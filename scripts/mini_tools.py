@@ -285,6 +285,11 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "configs/mini/continual.yaml",
         "mmembed train configs/mini/continual.yaml",
     ),
+    "score_fusion": (
+        "baseline: score fusion (CLIP_SF style) over the same towers, trained as stage random",
+        "configs/mini/score_fusion.yaml",
+        "mmembed train configs/mini/score_fusion.yaml",
+    ),
     "fusion_continual": (
         "baseline: late score fusion of continual's towers (text-only + image-only, summed)",
         "configs/mini/continual.yaml",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces mmembed-mini (issue 8) and every number in eval/mini/ on CPU, from nothing:
 # offline benchmark (--limit 40) -> stage random -> mmembed mine (modality-aware) -> stage hard
-# (from the base) -> continual text+multimodal fine-tuning -> baselines -> evaluations -> tables.
+# (from the base) -> continual text+multimodal fine-tuning -> baselines (a score-fusion model
+# trained as stage random; zero-shot MiniLM) -> evaluations -> tables.
 # Every training/mining/eval step is the project's own CLI (`mmembed train|mine|eval`), run
 # through scripts/mini_tools.py, which memoises the frozen EfficientNet-Lite0 features on disk so
 # each image goes through the tower once for the whole recipe (float32: same numbers).
@@ -61,8 +62,12 @@ evaluate continual $R/continual/final
 # stage hard at stage random's budget (48 steps), for the equal-budget comparison of finding 1
 step train_hard48 $M train configs/mini/hard.yaml max_steps=48 output_dir=$R/hard48
 evaluate hard48 $R/hard48/final
-# baseline: score fusion over the same towers: late fusion of the final model's text-only and
-# image-only embeddings (see docs/mmembed_mini.md for why, and what it is not)
+# baseline: CLIP-style score fusion over the same towers (preset mmembed-mini-sf), trained
+# exactly as stage random (same data, negatives, steps, seed): finding 3 at equal budget
+step train_score_fusion $M train configs/mini/score_fusion.yaml
+evaluate score_fusion $R/score_fusion/final
+# baseline: late fusion of the final model's own text-only and image-only embeddings (no
+# training of its own; see docs/mmembed_mini.md)
 step eval_fusion_continual $PY scripts/mini_tools.py late-fusion --cache $R/vision_memo \
   --data $R/data --model $R/continual/final --out $R/eval/fusion_continual
 # baseline: zero-shot MiniLM on text->text (mmembed-mini-base: its text-only embeddings are

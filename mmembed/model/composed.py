@@ -53,21 +53,28 @@ def embed_with_images(
     safe = input_ids.masked_fill(
         image_mask | (input_ids >= embed.num_embeddings) | (input_ids < 0), 0
     )
-    embeds = embed(safe)  # (B, L, D)
+    return scatter_visual(embed(safe), image_mask, visual)  # (B, L, D)
+
+
+def scatter_visual(
+    seq: torch.Tensor, image_mask: torch.Tensor, visual: torch.Tensor | None
+) -> torch.Tensor:
+    """``seq`` (B, L, D) with the rows of ``visual`` (M, N, D), row-major over the batch,
+    written where ``image_mask`` (B, L) is set; the counts must match."""
     n_slots = int(image_mask.sum())
     if n_slots == 0:
-        return embeds
+        return seq
     if visual is None:
         raise ValueError(
             f"the batch has {n_slots} image-token positions but no pixel_values or vision_features"
         )
-    flat = visual.reshape(-1, visual.shape[-1]).to(embeds.dtype)  # (M*N, D)
+    flat = visual.reshape(-1, visual.shape[-1]).to(seq.dtype)  # (M*N, D)
     if flat.shape[0] != n_slots:
         raise ValueError(
             f"visual tokens ({tuple(visual.shape[:2])} -> {flat.shape[0]}) do not match the "
             f"{n_slots} image-token positions in input_ids"
         )
-    return embeds.masked_scatter(image_mask.unsqueeze(-1), flat)  # (B, L, D)
+    return seq.masked_scatter(image_mask.unsqueeze(-1), flat)  # (B, L, D)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -125,8 +132,17 @@ def resolve_source(source: str) -> str:
     return source
 
 
+FUSIONS = ("early", "score")
+
+
 class ComposedBackbone(nn.Module):
-    """vision_tower -> multi_modal_projector -> language_model(inputs_embeds) -> (B, L, D)."""
+    """vision_tower -> multi_modal_projector -> language_model(inputs_embeds) -> (B, L, D).
+
+    ``fusion="early"`` (the MLLM way): visual tokens go into the text model's sequence, so text
+    and image attend to each other. ``fusion="score"`` (the CLIP score-fusion baseline over the
+    same towers): the text model sees the text tokens only, and the image positions of the
+    output hold the projected visual tokens, which never meet the text; the Embedder pools each
+    modality apart and sums the normalised vectors (see ``fusion.py``)."""
 
     def __init__(
         self,
@@ -136,8 +152,12 @@ class ComposedBackbone(nn.Module):
         projector_hidden: int | None = None,
         bidirectional: bool | None = None,
         image_token_id: int = -100,
+        fusion: str = "early",
     ) -> None:
         super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; expected one of {FUSIONS}")
+        self.fusion = fusion
         self.language_model = language_model
         self.hidden_size = int(language_model.config.hidden_size)
         self.vision_tower = vision_tower
@@ -176,6 +196,8 @@ class ComposedBackbone(nn.Module):
             vision_features = self.vision_features(pixel_values.to(self._dtype()))  # (M, N, C)
         if vision_features is not None:
             visual = self.multi_modal_projector(vision_features.to(self._dtype()))  # (M, N, D)
+        if self.fusion == "score":
+            return self._forward_apart(input_ids, attention_mask, visual)
         embeds = embed_with_images(
             self.language_model.get_input_embeddings(), input_ids, self.image_token_id, visual
         )  # (B, L, D)
@@ -185,6 +207,29 @@ class ComposedBackbone(nn.Module):
             position_ids=position_ids_from_mask(attention_mask),
         )
         return out.last_hidden_state  # (B, L, D)
+
+    def _forward_apart(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Score fusion: the text model over the text tokens alone (image positions masked out of
+        attention and positions), then the projected visual tokens written at the image
+        positions of its output."""
+        image_mask = input_ids == self.image_token_id  # (B, L)
+        text_attn = attention_mask * (~image_mask).to(attention_mask.dtype)  # (B, L)
+        empty = text_attn.sum(-1) == 0  # an image-only item from a tokeniser with no specials
+        if empty.any():  # give its row one position so attention is defined; it is not pooled
+            text_attn = text_attn.clone()
+            text_attn[empty, 0] = 1
+        embed = self.language_model.get_input_embeddings()
+        safe = input_ids.masked_fill(
+            image_mask | (input_ids >= embed.num_embeddings) | (input_ids < 0), 0
+        )
+        out = self.language_model(
+            inputs_embeds=embed(safe),
+            attention_mask=text_attn,
+            position_ids=position_ids_from_mask(text_attn),
+        )
+        return scatter_visual(out.last_hidden_state, image_mask, visual)  # (B, L, D)
 
     def _dtype(self) -> torch.dtype:
         return self.language_model.get_input_embeddings().weight.dtype
@@ -209,6 +254,7 @@ class ComposedBackbone(nn.Module):
                 projector_hidden=cfg.get("projector_hidden"),
                 bidirectional=cfg.get("bidirectional"),
                 image_token_id=image_token_id,
+                fusion=cfg.get("fusion", "early"),
             )
         hf = lm.config.to_dict()
         resolved = {

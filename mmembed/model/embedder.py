@@ -111,6 +111,15 @@ class Embedder(nn.Module):
             config.backbone, pretrained=pretrained, image_token_id=image_token_id
         )
         pooler = build_pooler(backbone.hidden_size, config.pooler)
+        if getattr(backbone, "fusion", "early") == "score":
+            from mmembed.model.fusion import TOKENWISE_POOLERS
+
+            kind = dict(config.pooler).get("type", "mean")
+            if kind not in TOKENWISE_POOLERS:
+                raise ValueError(
+                    f"score fusion pools text and image positions apart, which needs a pooler "
+                    f"that works token by token ({', '.join(TOKENWISE_POOLERS)}), not {kind!r}"
+                )
         cfg = EmbedderConfig(**{**config.to_dict(), "backbone": resolved, "tokenizer": None})
         return cls(cfg, backbone, pooler, tokenizer).eval()
 
@@ -210,6 +219,12 @@ class Embedder(nn.Module):
         return digest
 
     @property
+    def fusion(self) -> str:
+        """How text and image meet: early (visual tokens inside the text model) or score
+        (the towers apart, their normalised vectors summed)."""
+        return str(getattr(self.backbone, "fusion", "early"))
+
+    @property
     def num_image_tokens(self) -> int:
         return int(self.backbone.num_image_tokens)
 
@@ -285,6 +300,13 @@ class Embedder(nn.Module):
             attention[i, start : start + len(ids)] = 1
             pool[i, start + instr_lens[i] : start + len(ids)] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention, "pool_mask": pool}
+        if self.fusion == "score":  # which items have a text part to fuse (fusion.py)
+            batch["has_text"] = torch.tensor(
+                [
+                    bool((it.text or "").strip()) or bool(is_query and ins)
+                    for it, ins in zip(items, instructions, strict=True)
+                ]
+            )  # (B,)
         if images:
             batch.update(self.backbone.preprocess_images(images))
         return batch
@@ -337,9 +359,19 @@ class Embedder(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Batch from ``collate`` (may carry ``vision_features`` instead of ``pixel_values``)
         -> (B, dim) float32, L2-normalised, differentiable."""
-        hidden = self.backbone(**{k: v for k, v in batch.items() if k != "pool_mask"})  # (B, L, D)
+        hidden = self.backbone(
+            **{k: v for k, v in batch.items() if k not in ("pool_mask", "has_text")}
+        )  # (B, L, D)
         attn = batch["attention_mask"].to(hidden.device)
         pool = batch.get("pool_mask", attn).to(hidden.device)
+        if self.fusion == "score":
+            from mmembed.model.fusion import score_fusion_pool
+
+            image = batch["input_ids"].to(hidden.device) == self.image_token_id  # (B, L)
+            has_text = batch.get("has_text")
+            if has_text is None:  # a batch not from collate: any non-image pooled position
+                has_text = (pool.bool() & ~image).any(dim=-1)
+            return score_fusion_pool(self.pooler, hidden, attn, pool, image, has_text)
         pooled = self.pooler(hidden, attn, pool)  # (B, dim)
         return F.normalize(pooled.float(), dim=-1)
 

