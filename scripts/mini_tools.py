@@ -290,6 +290,16 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "configs/mini/score_fusion.yaml",
         "mmembed train configs/mini/score_fusion.yaml",
     ),
+    "random144": (
+        "stage random at 3x the budget (144 steps of 32 pairs, 6 epochs)",
+        "configs/mini/random.yaml + max_steps=144 epochs=6",
+        "LONGER=1 bash scripts/reproduce_mini.sh (train_random144)",
+    ),
+    "score_fusion144": (
+        "score-fusion baseline at 3x the budget (144 steps of 32 pairs, 6 epochs)",
+        "configs/mini/score_fusion.yaml + max_steps=144 epochs=6",
+        "LONGER=1 bash scripts/reproduce_mini.sh (train_score_fusion144)",
+    ),
     "fusion_continual": (
         "baseline: late score fusion of continual's towers (text-only + image-only, summed)",
         "configs/mini/continual.yaml",

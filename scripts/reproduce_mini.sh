@@ -8,6 +8,7 @@
 # each image goes through the tower once for the whole recipe (float32: same numbers).
 #   bash scripts/reproduce_mini.sh            # everything (runs/mini is the work folder)
 #   SHIP=1 bash scripts/reproduce_mini.sh     # also overwrite the shipped weights
+#   LONGER=1 bash scripts/reproduce_mini.sh   # also the 3x-budget pair (random144, score_fusion144)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=runs/mini
@@ -77,8 +78,20 @@ step beir_minilm $M eval beir --data $R/wordnet_test --model mmembed-mini-base -
 step beir_minilm_noinstr $M eval beir --data $R/wordnet_test --model mmembed-mini-base \
   --split test --out $R/eval/minilm/beir_noinstr --no-progress
 
-# 4. tables + shipped weights
 printf '%s\t%s\n' total "$(($(date +%s) - T0))" >>"$TIMES"
+
+# 4. optional (LONGER=1, not in the total above): stage random's recipe at 3x the budget (144
+#    steps, 6 epochs) for the early-fusion model and the score-fusion baseline: does the gap
+#    of finding 3 close with budget? (local + global M-BEIR evaluation only)
+if [ "${LONGER:-0}" = 1 ]; then
+  for s in random score_fusion; do
+    step "train_${s}144" $M train configs/mini/$s.yaml max_steps=144 epochs=6 output_dir=$R/${s}144
+    step "eval_${s}144" $M eval mbeir --data $R/data --model $R/${s}144/final --pool both \
+      --instructions on --seed 0 --k 50 --out $R/eval/${s}144 --no-progress
+  done
+fi
+
+# 5. tables + shipped weights
 $PY scripts/mini_tools.py tables --runs $R --out $E
 if [ "${SHIP:-0}" = 1 ]; then
   $PY scripts/mini_tools.py export --model $R/continual/final --out mmembed/model/weights/mmembed-mini --rank 32
