@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -318,6 +319,31 @@ def _load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def _systems(runs: Path) -> list[tuple[str, str, str, str, int]]:
+    """SYSTEMS in order, each followed by its other-seed runs (``NAME_s<SEED>``, written by
+    ``SEEDS="1 2" bash scripts/reproduce_mini.sh``)."""
+    found = sorted(
+        (m.group(1), int(m.group(2)))
+        for d in (runs / "eval").glob("*_s*")
+        if (m := re.fullmatch(r"(.+)_s(\d+)", d.name)) and m.group(1) in SYSTEMS
+    )
+    out = []
+    for name, (what, cfg, cmd) in SYSTEMS.items():
+        out.append((name, what, cfg, cmd, 0))
+        for base, seed in found:
+            if base == name:
+                out.append(
+                    (
+                        f"{name}_s{seed}",
+                        f"{what}; training seed {seed}",
+                        f"{cfg} + seed={seed}",
+                        f'SEEDS="{seed}" bash scripts/reproduce_mini.sh ({name}_s{seed})',
+                        seed,
+                    )
+                )
+    return out
+
+
 def collect(runs: Path) -> dict[str, Any]:
     """Every measured number of the recipe's run folder, keyed by system."""
     times = {}
@@ -326,10 +352,10 @@ def collect(runs: Path) -> dict[str, Any]:
             k, v = line.split("\t")
             times[k] = int(v)
     out: dict[str, Any] = {"systems": {}, "times_s": times}
-    for name, (what, cfg, cmd) in SYSTEMS.items():
+    for name, what, cfg, cmd, seed in _systems(runs):
         folder = runs / "eval" / name
         rep = _load(folder / "results.json")
-        row: dict[str, Any] = {"what": what, "config": cfg, "command": cmd, "seed": 0}
+        row: dict[str, Any] = {"what": what, "config": cfg, "command": cmd, "seed": seed}
         if rep:
             tasks: dict[str, dict[str, float]] = {}
             for r in rep["results"]:

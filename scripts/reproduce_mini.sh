@@ -9,6 +9,7 @@
 #   bash scripts/reproduce_mini.sh            # everything (runs/mini is the work folder)
 #   SHIP=1 bash scripts/reproduce_mini.sh     # also overwrite the shipped weights
 #   LONGER=1 bash scripts/reproduce_mini.sh   # also the 3x-budget pair (random144, score_fusion144)
+#   SEEDS="1 2" bash scripts/reproduce_mini.sh # also random and score fusion with training seeds 1, 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=runs/mini
@@ -91,7 +92,17 @@ if [ "${LONGER:-0}" = 1 ]; then
   done
 fi
 
-# 5. tables + shipped weights
+# 5. optional (SEEDS="1 2", not in the total above): stage random and the score-fusion
+#    baseline with other training seeds (evaluation seed stays 0), for the seed-to-seed spread
+for seed in ${SEEDS:-}; do
+  for s in random score_fusion; do
+    step "train_${s}_s$seed" $M train configs/mini/$s.yaml seed=$seed output_dir=$R/${s}_s$seed
+    step "eval_${s}_s$seed" $M eval mbeir --data $R/data --model $R/${s}_s$seed/final --pool both \
+      --instructions on --seed 0 --k 50 --out $R/eval/${s}_s$seed --no-progress
+  done
+done
+
+# 6. tables + shipped weights
 $PY scripts/mini_tools.py tables --runs $R --out $E
 if [ "${SHIP:-0}" = 1 ]; then
   $PY scripts/mini_tools.py export --model $R/continual/final --out mmembed/model/weights/mmembed-mini --rank 32

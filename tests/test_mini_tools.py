@@ -160,3 +160,21 @@ def test_tables_from_a_run_folder(tmp_path):
     md = md_path.read_text()
     assert "| hard | 40.0 | 30.0 | 30.0 | 30.0 | 12.5 | 50.0 |" in md
     assert "| total | 99 |" in md
+
+
+def test_tables_list_other_seed_runs_after_their_system(tmp_path):
+    tools = _tools()
+    runs = tmp_path / "runs"
+    res = {
+        "means": {"local": 1.0, "global": 2.0},
+        "error_rates": {"global": {"wrong_modality": 3.0}},
+        "settings": {},
+        "results": [],
+    }
+    for name in ("random", "random_s2", "random_s1", "score_fusion_s1", "nosuch_s1"):
+        (runs / "eval" / name).mkdir(parents=True)
+        (runs / "eval" / name / "results.json").write_text(json.dumps(res))
+    got = tools.collect(runs)["systems"]
+    assert list(got) == ["random", "random_s1", "random_s2", "score_fusion_s1"]
+    assert got["random_s2"]["seed"] == 2 and got["random"]["seed"] == 0
+    assert got["score_fusion_s1"]["config"] == "configs/mini/score_fusion.yaml + seed=1"
