@@ -9,7 +9,7 @@
 #   bash scripts/reproduce_mini.sh            # everything (runs/mini is the work folder)
 #   SHIP=1 bash scripts/reproduce_mini.sh     # also overwrite the shipped weights
 #   LONGER=1 bash scripts/reproduce_mini.sh   # also the 3x-budget pair (random144, score_fusion144)
-#   SEEDS="1 2" bash scripts/reproduce_mini.sh # also random and score fusion with training seeds 1, 2
+#   SEEDS="1 2" bash scripts/reproduce_mini.sh # also random, score fusion, hard48 with seeds 1, 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=runs/mini
@@ -92,14 +92,23 @@ if [ "${LONGER:-0}" = 1 ]; then
   done
 fi
 
-# 5. optional (SEEDS="1 2", not in the total above): stage random and the score-fusion
-#    baseline with other training seeds (evaluation seed stays 0), for the seed-to-seed spread
+# 5. optional (SEEDS="1 2", not in the total above): stage random, the score-fusion baseline
+#    and hard48 (mining with that seed's random model) with other training seeds; the
+#    evaluation seed stays 0. For the seed-to-seed spread of findings 1 and 3.
 for seed in ${SEEDS:-}; do
   for s in random score_fusion; do
     step "train_${s}_s$seed" $M train configs/mini/$s.yaml seed=$seed output_dir=$R/${s}_s$seed
     step "eval_${s}_s$seed" $M eval mbeir --data $R/data --model $R/${s}_s$seed/final --pool both \
       --instructions on --seed 0 --k 50 --out $R/eval/${s}_s$seed --no-progress
   done
+  step "mine_s$seed" $M mine --data $R/data --model $R/random_s$seed/final \
+    --queries 'query/train/*.jsonl' --pool cand_pool/global/mbeir_union_train_cand_pool.jsonl \
+    --out $R/mined_s$seed --top-k 50 --rank-threshold 45 --positive-ratio 0.95 \
+    --max-negatives 10 --seed $seed
+  step "train_hard48_s$seed" $M train configs/mini/hard.yaml max_steps=48 seed=$seed \
+    "data.sources.0.queries=[../mined_s$seed/*.jsonl]" output_dir=$R/hard48_s$seed
+  step "eval_hard48_s$seed" $M eval mbeir --data $R/data --model $R/hard48_s$seed/final \
+    --pool both --instructions on --seed 0 --k 50 --out $R/eval/hard48_s$seed --no-progress
 done
 
 # 6. tables + shipped weights
