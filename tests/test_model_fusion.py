@@ -125,3 +125,7 @@ def test_refuses_a_pooler_that_mixes_positions_and_unknown_fusions():
     cfg.backbone["fusion"] = "late"
     with pytest.raises(ValueError, match="unknown fusion 'late'"):
         Embedder.build(cfg, tokenizer=byte_tokenizer(), pretrained=False)
+    cfg = tiny_config("llava_next")
+    cfg.backbone["fusion"] = "score"
+    with pytest.raises(ValueError, match="for the composed backbone"):
+        Embedder.build(cfg, tokenizer=byte_tokenizer(), pretrained=False)

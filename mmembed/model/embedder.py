@@ -55,6 +55,8 @@ def build_backbone(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Backbone registry: type name -> builder returning (module, resolved config)."""
     kind = cfg.get("type", "composed")
+    if kind != "composed" and cfg.get("fusion", "early") != "early":
+        raise ValueError(f"fusion {cfg['fusion']!r} is for the composed backbone, not {kind!r}")
     if kind == "composed":
         from mmembed.model.composed import ComposedBackbone
 
