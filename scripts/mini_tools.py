@@ -330,17 +330,17 @@ def _systems(runs: Path) -> list[tuple[str, str, str, str, int]]:
     out = []
     for name, (what, cfg, cmd) in SYSTEMS.items():
         out.append((name, what, cfg, cmd, 0))
-        for base, seed in found:
-            if base == name:
-                out.append(
-                    (
-                        f"{name}_s{seed}",
-                        f"{what}; training seed {seed}",
-                        f"{cfg} + seed={seed}",
-                        f'SEEDS="{seed}" bash scripts/reproduce_mini.sh ({name}_s{seed})',
-                        seed,
-                    )
-                )
+        out += [
+            (
+                f"{name}_s{seed}",
+                f"{what}; training seed {seed}",
+                f"{cfg} + seed={seed}",
+                f'SEEDS="{seed}" bash scripts/reproduce_mini.sh ({name}_s{seed})',
+                seed,
+            )
+            for base, seed in found
+            if base == name
+        ]
     return out
 
 

@@ -50,10 +50,17 @@ def embed_with_images(
     a 32000-row matrix) are looked up as id 0; image positions are then overwritten and pad
     positions are masked by the caller. ``visual`` is (M, N, D), row-major over the batch."""
     image_mask = input_ids == image_token_id  # (B, L)
+    return scatter_visual(token_embeddings(embed, input_ids, image_mask), image_mask, visual)
+
+
+def token_embeddings(
+    embed: nn.Embedding, input_ids: torch.Tensor, image_mask: torch.Tensor
+) -> torch.Tensor:
+    """(B, L) ids -> (B, L, D); image positions and ids outside the matrix look up id 0."""
     safe = input_ids.masked_fill(
         image_mask | (input_ids >= embed.num_embeddings) | (input_ids < 0), 0
     )
-    return scatter_visual(embed(safe), image_mask, visual)  # (B, L, D)
+    return embed(safe)  # (B, L, D)
 
 
 def scatter_visual(
@@ -220,12 +227,10 @@ class ComposedBackbone(nn.Module):
         if empty.any():  # give its row one position so attention is defined; it is not pooled
             text_attn = text_attn.clone()
             text_attn[empty, 0] = 1
-        embed = self.language_model.get_input_embeddings()
-        safe = input_ids.masked_fill(
-            image_mask | (input_ids >= embed.num_embeddings) | (input_ids < 0), 0
-        )
         out = self.language_model(
-            inputs_embeds=embed(safe),
+            inputs_embeds=token_embeddings(
+                self.language_model.get_input_embeddings(), input_ids, image_mask
+            ),
             attention_mask=text_attn,
             position_ids=position_ids_from_mask(text_attn),
         )

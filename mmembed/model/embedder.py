@@ -370,9 +370,7 @@ class Embedder(nn.Module):
             from mmembed.model.fusion import score_fusion_pool
 
             image = batch["input_ids"].to(hidden.device) == self.image_token_id  # (B, L)
-            has_text = batch.get("has_text")
-            if has_text is None:  # a batch not from collate: any non-image pooled position
-                has_text = (pool.bool() & ~image).any(dim=-1)
+            has_text = batch["has_text"]  # (B,), set by collate for score fusion
             return score_fusion_pool(self.pooler, hidden, attn, pool, image, has_text)
         pooled = self.pooler(hidden, attn, pool)  # (B, dim)
         return F.normalize(pooled.float(), dim=-1)

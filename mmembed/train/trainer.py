@@ -327,7 +327,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         epoch, in_epoch = divmod(gstep, plan.steps_per_epoch)
         planned = BatchPlan.rank_slice(plan.batch(epoch, in_epoch), dist.rank, dist.world_size)
         while True:  # an unreadable image drops the examples that need it, and the batch is rebuilt
-            keep = [p for p in planned if not image_paths(p, sources) & bad_images]
+            keep = (
+                [p for p in planned if not image_paths(p, sources) & bad_images]
+                if bad_images
+                else planned
+            )
             if not keep:
                 raise RuntimeError(
                     f"step {gstep}: every example of the batch needs an unreadable image"
