@@ -203,19 +203,15 @@ class Embedder(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the config, the tokeniser and every tensor (floats hashed as fp32, so an
-        fp16 copy of fp32-exact weights hashes the same). Cached until a tensor changes."""
+        """sha256 of the config, the tokeniser (not its per-call truncation/padding state) and
+        every tensor (floats hashed as fp32, so an fp16 copy of fp32-exact weights hashes the
+        same). Cached until a tensor changes."""
         state = self.state_dict()
         key = tuple((k, v.data_ptr(), v._version, v.dtype) for k, v in state.items())
         if self._fp is not None and self._fp[0] == key:
             return self._fp[1]
         cfg = {k: v for k, v in self.config.to_dict().items() if k not in ("name", "tokenizer")}
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        tok = (
-            backend.to_str()
-            if backend is not None
-            else repr(sorted(self.tokenizer.get_vocab().items()))
-        )
+        tok = tokenizer_identity(self.tokenizer)
         digest = state_fingerprint(state, json.dumps(cfg, sort_keys=True, default=str) + tok)
         self._fp = (key, digest)
         return digest
@@ -430,6 +426,23 @@ class Embedder(nn.Module):
         lm = getattr(self.backbone, "language_model", None)
         if lm is not None and hasattr(lm, "gradient_checkpointing_enable"):
             lm.gradient_checkpointing_enable()
+
+
+# Tokeniser fields that transformers rewrites on every call (truncation and padding are set per
+# batch), so they describe the last call, not the tokeniser: never part of a fingerprint.
+_TOKENIZER_RUNTIME_STATE = ("truncation", "padding")
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """The tokeniser's vocabulary, normalisation and pre/post-processing as a stable string;
+    the runtime truncation/padding state left out, so encoding text does not change it."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return repr(sorted(tokenizer.get_vocab().items()))
+    spec = json.loads(backend.to_str())
+    for key in _TOKENIZER_RUNTIME_STATE:
+        spec.pop(key, None)
+    return json.dumps(spec, sort_keys=True)
 
 
 def state_fingerprint(state: dict[str, torch.Tensor], header: str) -> str:
