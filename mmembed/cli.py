@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -39,6 +44,70 @@ COMMANDS: dict[str, str] = {
 _EXTRA_ARGS = {"train"}
 
 
+# Errors a user can cause (a missing file, a bad record, a wrong model name, an index built with
+# another model, no GPU): one line on stderr, no traceback (`mmembed -v ...` shows it).
+# OSError covers missing files and folders, ValueError the library's own input errors (DataError,
+# IndexMismatchError, ImageLoadError, ...); LibraryError and AssetMissingError are RuntimeErrors.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
+_EXPECTED_BY_NAME = {"LibraryError", "AssetMissingError"}
+_state = {"verbose": False}
+
+
+def _is_expected(e: BaseException) -> bool:
+    return isinstance(e, EXPECTED_ERRORS) or type(e).__name__ in _EXPECTED_BY_NAME
+
+
+def _error_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
+
+
+def check_device(device: str | None) -> None:
+    """Refuse ``--device cuda[:N]`` up front when no such GPU is visible (not a CUDA traceback)."""
+    if not device or not str(device).startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(str(device).split(":", 1)[1]) if ":" in str(device) else 0
+    if index >= count:
+        seen = f"{count} CUDA GPU(s) visible" if count else "no CUDA GPU is visible"
+        raise ValueError(f"--device {device}: {seen}; use --device cpu or leave --device out")
+
+
+def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command: expected errors become `error: ...` on one line and exit code 2."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            check_device(kwargs.get("device"))
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            if _state["verbose"]:
+                raise
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+        except Exception as e:
+            if _state["verbose"] or not _is_expected(e):
+                raise
+            print(f"error: {_error_line(e)}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def _wrap_group(group: typer.Typer) -> None:
+    for command in group.registered_commands:
+        if command.callback is not None:
+            command.callback = clean_errors(command.callback)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _wrap_group(sub.typer_instance)
+
+
 def _register() -> None:
     for name, module in GROUPS.items():
         try:
@@ -47,6 +116,7 @@ def _register() -> None:
             if e.name and e.name.startswith("mmembed"):
                 continue  # that part of the toolkit is not installed in this build
             raise
+        _wrap_group(mod.app)
         app.add_typer(mod.app, name=name)
     for name, target in COMMANDS.items():
         module, func = target.split(":")
@@ -61,13 +131,37 @@ def _register() -> None:
             if name in _EXTRA_ARGS
             else None
         )
-        app.command(name, context_settings=settings)(getattr(mod, func))
+        app.command(name, context_settings=settings)(clean_errors(getattr(mod, func)))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mmembed import __version__
+
+        typer.echo(f"mmembed {__version__}")
+        raise typer.Exit()
+
+
+def _quiet_libraries() -> None:
+    """No per-load progress bars from transformers / huggingface_hub (our own bars stay)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when they are imported
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:  # imported already (a test process, an embedding caller)
+        hf_logging.disable_progress_bar()
 
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log debug messages; show tracebacks of errors."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
+    _state["verbose"] = verbose
+    if not verbose:
+        _quiet_libraries()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -158,6 +158,9 @@ def evaluate_model(
     gemb = gids = gmap = None
     if "global" in pools:
         gemb, gids = _encode_global(encoder, layout, split, cache, enc)
+    else:  # local only: reuse the global pool's embeddings when an earlier run cached them
+        gemb, gids = _cached_global(encoder, layout, split, cache, enc) or (None, None)
+    if gemb is not None and gids is not None:
         glab = np.fromiter((hash_did(x) for x in gids), dtype=np.int64, count=len(gids))
         order = np.argsort(glab)
         gmap = (glab[order], order)  # sorted labels, their rows: did -> row by binary search
@@ -214,6 +217,34 @@ def _encode_global(
     if errors:
         log.warning("%s: %s", gfile, errors.summary())
     return out
+
+
+def _cached_global(
+    encoder: EncoderLike, layout: Layout, split: str, cache: Path, enc: dict[str, Any]
+) -> tuple[np.ndarray, list[str]] | None:
+    """The global pool's embeddings from a finished earlier encoding of the same pool file, with
+    the same model and image root; None when there is none (nothing is encoded here)."""
+    import json
+
+    from mmembed.index.encode import MANIFEST
+
+    gfile = layout.global_pool_file(split)
+    folder = cache / "pools" / f"global_{split}"
+    if not gfile.is_file() or not (folder / MANIFEST).is_file():
+        return None
+    meta = json.loads((folder / MANIFEST).read_text())
+    same = (
+        meta.get("complete")
+        and meta.get("model_fingerprint") == encoder.fingerprint
+        and meta.get("source") == file_source(gfile, kind="pool")
+        and meta.get("image_root") == str(enc["image_root"])
+        and meta.get("is_query") is False
+    )
+    if not same:
+        return None
+    emb, ids, _ = load_encoded(folder, expect_fingerprint=encoder.fingerprint)
+    log.info("local pools: reusing the cached global pool embeddings in %s", folder)
+    return emb, ids
 
 
 def _local_index(

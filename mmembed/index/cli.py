@@ -83,6 +83,7 @@ def encode(
         total=inp.total,
         overwrite=overwrite,
         show_progress=progress,
+        input_errors=inp.errors,
     )
     for err in inp.errors.errors[:20]:
         console.print(f"[yellow]skipped[/] {err}")

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -155,12 +155,30 @@ class ShardWriter:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         _write_json(path, plan)
 
-    def mark_done(self, rank: int, world: int, n_shards: int, count: int) -> None:
+    def mark_done(
+        self, rank: int, world: int, n_shards: int, count: int, input_skipped: int = 0
+    ) -> None:
         (self.out / "done").mkdir(exist_ok=True)
         _write_json(
             self.out / "done" / f"rank{rank}.json",
-            {"rank": rank, "world_size": world, "shards": n_shards, "records": count},
+            {
+                "rank": rank,
+                "world_size": world,
+                "shards": n_shards,
+                "records": count,
+                "input_skipped": input_skipped,
+            },
         )
+
+    def input_skipped(self) -> int:
+        """Records the input reader skipped (bad lines, unreadable files); every rank reads the
+        whole input, so any rank's count is the total."""
+        folder = self.out / "done"
+        counts = [
+            int(json.loads(p.read_text()).get("input_skipped", 0))
+            for p in (folder.glob("rank*.json") if folder.is_dir() else [])
+        ]
+        return max(counts, default=0)
 
     def total_shards(self) -> int | None:
         """Shards of the whole input, known once any rank has read it to the end."""
@@ -205,6 +223,7 @@ class ShardWriter:
         del out
         os.replace(ids_tmp, self.out / IDS)
         os.replace(tmp, self.out / EMBEDDINGS)
+        unread = self.input_skipped()
         _write_json(
             self.out / MANIFEST,
             {
@@ -212,7 +231,9 @@ class ShardWriter:
                 "count": rows,
                 "shards": n_shards,
                 "dtype": "float16",
-                "skipped": len(skipped),
+                "skipped": len(skipped) + unread,  # every input record that is not a row
+                "skipped_input": unread,  # bad records / files the reader passed over
+                "skipped_encode": len(skipped),  # records that failed to encode
                 "complete": True,
             },
         )
@@ -235,11 +256,14 @@ def encode_entries(
     overwrite: bool = False,
     merge: bool = True,
     show_progress: bool = True,
+    input_errors: Sized | None = None,
 ) -> EncodeResult:
     """Encode ``entries`` into ``out_dir``; rank r of W encodes shards i with i % W == r.
 
     ``source`` identifies the input (file fingerprint or content hash); it, the model fingerprint,
-    the shard size and whether these are queries make up the plan a resumed run must match."""
+    the shard size and whether these are queries make up the plan a resumed run must match.
+    ``input_errors`` (an ErrorLog the entries' reader fills) is counted in the manifest's
+    ``skipped`` once the entries are read."""
     if rank is None or world_size is None:
         rank, world_size = env_rank()
     writer = ShardWriter(out_dir)
@@ -278,7 +302,8 @@ def encode_entries(
             encoded += 1
         bar.update(len(chunk) * world_size)
     bar.close()
-    writer.mark_done(rank, world_size, n_shards, count)
+    unread = len(input_errors) if input_errors is not None else 0
+    writer.mark_done(rank, world_size, n_shards, count, unread)
     result = EncodeResult(writer.out, 0, encoded, reused, skipped)
     if merge and all(writer.has_shard(j) for j in range(n_shards)):
         result.count, result.skipped = writer.merge(plan)

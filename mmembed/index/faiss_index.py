@@ -271,12 +271,16 @@ class Index:
         batch_size: int = 8192,
         params: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, list[list[str]]]:
-        """Top-k (scores (Q, k) float32, ids per query). Rows shorter than k (a small index)
-        carry -inf scores in the unused slots. ``fingerprint`` = the query model's, checked."""
+        """Top-k (scores (Q, w) float32, ids per query), w = min(k, results found): an index
+        smaller than k gives w = its size, and ``len(ids[i]) == scores.shape[1]`` (an
+        approximate index that finds fewer for some query alone leaves -inf in that row's
+        tail, its ids row shorter). ``fingerprint`` = the query model's, checked."""
         if fingerprint is not None:
             self.check_fingerprint(fingerprint)
         scores, labels = self.search_labels(queries, k, batch_size=batch_size, params=params)
-        return scores, self._idmap.strings(labels)
+        found = (labels >= 0).sum(axis=1)  # (Q,)
+        width = int(found.max()) if len(found) else 0
+        return scores[:, :width], self._idmap.strings(labels[:, :width])
 
     def ids_of(self, labels: np.ndarray) -> list[list[str]]:
         return self._idmap.strings(np.atleast_2d(labels))

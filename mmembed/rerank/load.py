@@ -5,6 +5,7 @@ of prompts beyond passing them on, nor of runs."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,18 @@ def _gguf_in(folder: Path) -> Path | None:
     return files[0] if files else None
 
 
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` (dots allowed, as in ``llava-hf/llava-v1.6-mistral-7b-hf``) or a bare
+    ``name`` without a dot (``gpt2``); not a path starting with ``.``, ``/`` or ``~``, not a
+    ``.gguf`` file. Only asked of names that are not an existing path."""
+    if not _HUB_ID.match(name) or name.endswith(".gguf"):
+        return False
+    return "/" in name or "." not in name
+
+
 def load_reranker(
     path: str | Path,
     *,
@@ -79,7 +92,7 @@ def load_reranker(
             raise FileNotFoundError(
                 f"{p}: no config.json and no .gguf file; point --model at a checkpoint folder"
             )
-    if gguf is None and not p.exists() and (p.suffix or str(path).startswith((".", "/"))):
+    if gguf is None and not p.exists() and not looks_like_hub_id(str(path)):
         raise FileNotFoundError(f"{path}: no such model file or folder")
 
     if gguf is not None:
@@ -94,14 +107,15 @@ def load_reranker(
     try:
         config = transformers.AutoConfig.from_pretrained(str(path))
     except OSError as e:
-        where = (
-            "a local folder without a usable config.json"
-            if p.exists()
-            else "no local file or folder"
-        )
+        if p.exists():
+            raise FileNotFoundError(
+                f"{path}: a local folder without a usable config.json ({e.__class__.__name__}); "
+                "point --model at a checkpoint folder or a .gguf file"
+            ) from e
         raise FileNotFoundError(
-            f"{path}: {where}, and it could not be fetched as a hub model ({e.__class__.__name__}); "
-            "point --model at a checkpoint folder or a .gguf file"
+            f"{path}: not a local file or folder, and it could not be fetched as a hub model "
+            f"(offline, or no such model: {e.__class__.__name__}); with network, download it "
+            f"(hf download {path} --local-dir DIR) and pass DIR"
         ) from e
     entry = MULTIMODAL.get(getattr(config, "model_type", ""))
     if entry is not None:

@@ -84,6 +84,14 @@ def index(
     from mmembed.search.library import Library, LibraryError, update_library
 
     path = index_path or default_index_path()
+    for d in dirs or []:  # checked before anything is loaded or written (no empty index left)
+        if d.is_file():
+            _fail(f"{d}: a file, not a folder; give the folder that holds it (every file in it "
+                  "is indexed)")  # fmt: skip
+        if not d.is_dir():
+            _fail(f"{d}: not a folder (no such path)")
+    if not dirs and not Library.exists(path):
+        _fail(f"nothing to index: no index at {path} yet; give at least one folder")
     console = _console()
     old_spec = None
     if Library.exists(path):

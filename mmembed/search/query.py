@@ -70,10 +70,30 @@ class Hit:
         }
 
 
+def _loader_like(embedder):
+    """load_embedder(spec) on ``embedder``'s device."""
+
+    def load(spec: str | None):
+        from mmembed.model import load_embedder
+
+        return load_embedder(spec, device=getattr(embedder, "device", None))
+
+    return load
+
+
 class Searcher:
     """A library with its model and FAISS index loaded, ready to answer queries."""
 
-    def __init__(self, library: Library, embedder, *, instruction: str | None = None) -> None:
+    def __init__(
+        self,
+        library: Library,
+        embedder,
+        *,
+        instruction: str | None = None,
+        load_model: Any = None,
+    ) -> None:
+        """``load_model(spec) -> embedder`` loads the model of a re-index made with another
+        model (default: load_embedder on this embedder's device)."""
         fp = str(embedder.fingerprint)
         if fp != library.fingerprint:
             raise LibraryError(
@@ -81,9 +101,10 @@ class Searcher:
                 f"(fingerprint {library.fingerprint[:12]}), not the model given "
                 f"(fingerprint {fp[:12]}); search with the same --model or re-run `mmembed index`"
             )
-        self.embedder = embedder
         self.instruction = instruction
-        self._current = (library, library.load_index())  # swapped whole by refresh()
+        self._current = (library, library.load_index(), embedder)  # swapped whole by refresh()
+        self._load_model = load_model or _loader_like(embedder)
+        self.refused: str | None = None  # why searches are refused (a model that cannot load)
         self._seen = _state_signature(library.path)
         self._checked = time.monotonic()
         self._refresh_lock = threading.Lock()
@@ -99,6 +120,10 @@ class Searcher:
     def index(self):  # -> mmembed.index.Index
         return self._current[1]
 
+    @property
+    def embedder(self):
+        return self._current[2]
+
     def refresh(self, *, min_interval: float = 0.0) -> bool:
         """Pick up a newer index that `mmembed index` committed since this Searcher loaded its
         own (a running server calls this before requests). Checks at most once per
@@ -113,12 +138,14 @@ class Searcher:
                 return False
             try:
                 library = Library.open(self.library.path)
-                if library.fingerprint != str(self.embedder.fingerprint):
-                    log.warning("%s was re-indexed with another model; restart to use it",
-                                library.path)  # fmt: skip
-                    self._seen = signature
-                    return False
-                self._current = (library, library.load_index())
+                embedder = self.embedder
+                if library.fingerprint != str(embedder.fingerprint):
+                    embedder = self._model_of(library)
+                    if embedder is None:  # refused: searches say why until the next re-index
+                        self._seen = signature
+                        return False
+                self._current = (library, library.load_index(), embedder)
+                self.refused = None
             except (LibraryError, OSError, ValueError) as e:  # mid-update: try again later
                 log.info("index changed but could not be loaded yet (%s)", e)
                 return False
@@ -126,14 +153,34 @@ class Searcher:
             log.info("reloaded %s: %d items", library.path, len(library))
             return True
 
+    def _model_of(self, library: Library):
+        """The model a re-index switched to, loaded; None (and ``refused`` set) if it cannot be."""
+        spec = library.model_spec or "default"
+        log.warning("%s was re-indexed with model %s: loading it", library.path, spec)
+        try:
+            embedder = self._load_model(library.model_spec)
+        except Exception as e:  # a model that cannot load here: refuse, never serve stale results
+            embedder, why = None, f"cannot load it here ({' '.join(str(e).split())})"
+        else:
+            why = "its fingerprint differs from the index's"
+        if embedder is not None and str(embedder.fingerprint) == library.fingerprint:
+            log.info("now searching with model %s", spec)
+            return embedder
+        self.refused = (
+            f"{library.path} was re-indexed with model {spec}, and {why}; restart "
+            "`mmembed serve` with that --model"
+        )
+        log.error("%s", self.refused)
+        return None
+
     def _run_batch(self, requests: list[tuple[Any, int]]) -> list[tuple[np.ndarray, list[str]]]:
         items = [item for item, _ in requests]
-        q = self.embedder.encode_queries(
+        _, index, embedder = self._current  # one consistent (index, model) pair per batch
+        q = embedder.encode_queries(
             items, instructions=self.instruction, show_progress=False
         )  # (B, D)
         kmax = max(k for _, k in requests)
-        fp = str(self.embedder.fingerprint)
-        index = self.index
+        fp = str(embedder.fingerprint)
         kmax = max(1, min(kmax, len(index)))
         scores, ids = index.search(q, kmax, fingerprint=fp)  # (B, kmax), [[did] * kmax] * B
         return [(scores[b, :k], ids[b][:k]) for b, (_, k) in enumerate(requests)]
@@ -174,6 +221,8 @@ class Searcher:
         """Top-k hits for a text, an image (path or PIL image), or both."""
         from mmembed.data.records import Item
 
+        if self.refused:
+            raise LibraryError(self.refused)
         text = text.strip() if isinstance(text, str) else None
         if not text and image is None:
             raise QueryError("empty query: give some text, an image, or both")

@@ -14,6 +14,7 @@ from typing import Any
 
 from mmembed.data.images import ImageLoadError
 from mmembed.search import DEFAULT_K
+from mmembed.search.library import LibraryError
 from mmembed.search.query import QueryError, Searcher
 from mmembed.search.thumbs import decode_upload
 
@@ -172,6 +173,8 @@ def create_app(
             hits = searcher.search(text, image, k=k)
         except QueryError as e:
             raise HTTPException(400, str(e)) from None
+        except LibraryError as e:  # re-indexed with a model this server cannot switch to
+            raise HTTPException(409, str(e)) from None
         took = (time.perf_counter() - t0) * 1000
         results = []
         for h in hits:
