@@ -185,6 +185,8 @@ class Index:
                 f"index {self.factory!r} is not trained: build it with Index.build or call .train"
             )
         labels = self._idmap.assign(list(ids))
+        if self._tombstones and not self._tombstones.isdisjoint(labels.tolist()):
+            self._compact()  # a removed label comes back: its old vector must go first
         if self._idmap.mode == "mbeir" and self._index.ntotal:
             present = labels[np.isin(labels, self._live_labels())]
             if len(present):
@@ -197,7 +199,23 @@ class Index:
             if self.normalized:
                 chunk = _normalise(chunk)
             self._index.add_with_ids(chunk, labels[start : start + ADD_CHUNK])
-        self._tombstones.difference_update(labels.tolist())
+        self._device_index = None
+
+    def _compact(self) -> None:
+        """Rebuild an index that cannot delete (HNSW) without its tombstoned vectors, so a label
+        removed and added again never brings its old vector back. Costs one pass over the index
+        (the stored vectors are reconstructed, quantisers kept); runs only on such a re-add."""
+        faiss = import_faiss()
+        labels = faiss.vector_to_array(self._index.id_map)  # (ntotal,) int64, by position
+        keep = ~np.isin(labels, np.fromiter(self._tombstones, dtype=np.int64))  # (ntotal,)
+        inner = faiss.downcast_index(self._index.index)
+        vectors = inner.reconstruct_n(0, int(inner.ntotal))  # (ntotal, dim) float32
+        fresh = faiss.clone_index(self._index)
+        fresh.reset()  # empties storage and graph, keeps trained quantisers
+        if keep.any():
+            fresh.add_with_ids(np.ascontiguousarray(vectors[keep]), labels[keep])
+        self._index = fresh
+        self._tombstones.clear()
         self._device_index = None
 
     def _live_labels(self) -> np.ndarray:

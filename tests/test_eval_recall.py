@@ -1,0 +1,100 @@
+"""evaluate_model against recall computed by hand: a transparent encoder (one-hot candidates,
+queries that rank the pool in an order written here) on the toy M-BEIR tree, so every number of
+the local and global tables, and the top-1 error kinds, follows from the lists below and nothing
+goes through score_task twice. Instructions are part of the input: a query encoded without its
+task's instruction ranks every positive last."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_eval_mbeir import toy_tree
+
+from mmembed.eval.mbeir_run import evaluate_model
+
+POOL = [f"0:{i}" for i in range(12)] + [f"7:{i}" for i in range(15)]
+POOL += [f"9:{100 + i}" for i in range(4)]  # the union pool of the toy tree, 31 candidates
+INSTRUCTIONS = {  # task -> the instructions of its row in the toy tree's table
+    0: {"Find the news image for this caption."},
+    7: {"Find the garment changed as described."},
+    3: {"Describe this picture.", "Caption this image."},
+}
+POSITIVES = {"0:0": ["0:0"], "0:1": ["0:1", "0:2"], "0:2": ["0:3"], "0:3": ["0:4"]}
+POSITIVES |= {"7:0": ["7:0"], "7:1": ["7:1"], "7:2": ["7:2"], "9:0": ["9:100"], "9:1": ["9:101"]}
+# each query's ranking of the union pool, best first (unlisted candidates score 0)
+RANKING = {
+    "0:0": ["7:1", "7:2", "9:100", "0:0"],  # global rank 4: hit; local rank 1
+    "0:1": ["9:100", "9:101", "9:102", "9:103", "7:0", "0:2"],  # global rank 6: miss; local 1
+    "0:2": ["0:4", "0:5", "0:6", "0:7", "0:8", "0:3"],  # rank 6 in both: miss
+    "0:3": ["0:4"],  # hit
+    "7:0": [f"0:{i}" for i in range(10)] + ["7:0"],  # global rank 11 (R@10): miss; local 1
+    "7:1": [f"7:{i}" for i in range(2, 13)] + ["7:1"],  # rank 12 in both: miss
+    "7:2": ["7:2"],  # hit
+    "9:0": ["0:0", "0:1", "0:2", "0:3", "0:4", "9:100"],  # global rank 6: miss; local 1
+    "9:1": ["9:101"],  # hit
+}
+
+
+class RankingEncoder:
+    dim = len(POOL)
+    fingerprint = "ranking-encoder-test"
+
+    def encode_candidates(self, cands, **kw) -> np.ndarray:
+        return np.eye(self.dim, dtype=np.float32)[[POOL.index(c.did) for c in cands]]  # (N, D)
+
+    def encode_queries(self, queries, *, instructions=None, **kw) -> np.ndarray:
+        instructions = instructions or [None] * len(queries)
+        out = np.zeros((len(queries), self.dim), dtype=np.float32)  # (Q, D)
+        for row, (q, instr) in enumerate(zip(queries, instructions, strict=True)):
+            if instr in INSTRUCTIONS[q.task_id]:
+                order = RANKING[q.qid]
+            else:  # no (or a wrong) instruction: every other candidate first, positives last
+                pos = POSITIVES[q.qid]
+                order = [d for d in POOL if d not in pos] + pos
+            for rank, did in enumerate(order):
+                out[row, POOL.index(did)] = len(POOL) - rank
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _table(report, system):
+    return {
+        (r.dataset_id, r.task_id): (r.headline, round(r.value, 4), r.errors)
+        for r in report.results
+        if r.system == system
+    }
+
+
+def _errors(wm=0, wd=0, other=0):
+    return {"wrong_modality": wm, "wrong_domain": wd, "other": other}
+
+
+def test_recall_and_errors_match_the_hand_computed_tables(tmp_path):
+    root = toy_tree(tmp_path / "data")
+    report = evaluate_model(root, RankingEncoder(), out_dir=tmp_path / "o", show_progress=False)
+    # local: VisualNews 3 of 4 hit; FashionIQ (R@10) 2 of 3; MSCOCO's pool has 4 < 5 candidates
+    assert _table(report, "local") == {
+        (0, 0): ("R@5", 75.0, _errors(other=1)),  # 0:2's top-1 is 0:4
+        (7, 7): ("R@10", 66.6667, _errors(other=1)),  # 7:1's top-1 is 7:2
+        (9, 3): ("R@5", 100.0, _errors()),
+    }
+    # global: other tasks' candidates push positives out of the top k
+    assert _table(report, "global") == {
+        # top-1 misses: 0:0 -> 7:1 (an image of another dataset), 0:1 -> 9:100 (a text), 0:2 -> 0:4
+        (0, 0): ("R@5", 50.0, _errors(wm=1, wd=1, other=1)),
+        (7, 7): ("R@10", 33.3333, _errors(wd=1, other=1)),  # 7:0 -> 0:0, 7:1 -> 7:2
+        (9, 3): ("R@5", 50.0, _errors(wm=1)),  # 9:0 -> 0:0, an image for an image->text task
+    }
+    assert report.mean("local") == pytest.approx((75 + 200 / 3 + 100) / 3)
+    assert report.mean("global") == pytest.approx((50 + 100 / 3 + 50) / 3)
+
+
+def test_without_instructions_every_positive_ranks_last(tmp_path):
+    root = toy_tree(tmp_path / "data")
+    report = evaluate_model(
+        root, RankingEncoder(), out_dir=tmp_path / "o", instructions=False, show_progress=False
+    )
+    local, glob = _table(report, "local"), _table(report, "global")
+    # only MSCOCO's local pool (4 candidates, all within R@5) still finds its positives
+    assert {k: v[1] for k, v in local.items()} == {(0, 0): 0.0, (7, 7): 0.0, (9, 3): 100.0}
+    assert {k: v[1] for k, v in glob.items()} == {(0, 0): 0.0, (7, 7): 0.0, (9, 3): 0.0}
+    assert report.mean("global") == 0.0
