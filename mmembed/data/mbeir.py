@@ -110,11 +110,12 @@ MAX_JSON_DEPTH = 100  # deeper nesting is reported (M-BEIR records are two level
 
 
 def iter_lines(
-    f: BinaryIO, max_bytes: int = MAX_LINE_BYTES, hasher: Any = None
+    f: BinaryIO, max_bytes: int | None = None, hasher: Any = None
 ) -> Iterator[tuple[int, bytes | None, int]]:
     """(1-based line number, line bytes, length) for each line of a binary file, holding at
-    most ``max_bytes`` of it: a longer line is drained in chunks and given as None. ``hasher``
-    (e.g. a hashlib object) is fed every byte read."""
+    most ``max_bytes`` (default ``MAX_LINE_BYTES``) of it: a longer line is drained in chunks
+    and given as None. ``hasher`` (e.g. a hashlib object) is fed every byte read."""
+    max_bytes = MAX_LINE_BYTES if max_bytes is None else max_bytes
     lineno = 0
     while True:
         raw = f.readline(max_bytes + 1)
@@ -137,9 +138,9 @@ def iter_lines(
         yield lineno, None, n
 
 
-def too_long(n: int, max_bytes: int = MAX_LINE_BYTES) -> str:
+def too_long(n: int) -> str:
     """The reason given for a line of ``n`` bytes over the limit."""
-    return f"line of {_size(n)} is over the {_size(max_bytes)} limit for one record"
+    return f"line of {_size(n)} is over the {_size(MAX_LINE_BYTES)} limit for one record"
 
 
 def _size(n: int) -> str:

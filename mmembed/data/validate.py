@@ -268,6 +268,12 @@ class _Validator:
                 if q is not None:
                     bad.append(q)
                 continue
+            if q is None:  # well-formed but not hashable: the dataset id or number is too large
+                try:
+                    hash_qid(obj["qid"])
+                except ValueError as err:
+                    self.err(path, line, "qid", str(err), "use smaller ids")
+                continue
             if task is not None and obj["task_id"] != task:
                 self.err(
                     path,
