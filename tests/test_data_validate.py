@@ -528,3 +528,92 @@ def test_union_train_queries_are_checked_against_the_global_train_pool(tmp_path)
     edit_line(union, 3, _set("pos_cand_list", ["9:888"]))
     errs = [(e.path, e.line) for e in validate_tree(tmp_path).errors.errors]
     assert errs == [(str(union), 3)]
+
+
+# ----------------------------------------------------------------- datasets of one's own (#14)
+
+
+def _own_tree(root: Path, sets: dict[str, int]) -> None:
+    """Query files named by ``sets`` (name -> dataset id), task 1, test split, own pools."""
+    from test_data_tree import Tree, write_tree
+
+    from mmembed.data.records import Candidate, Modality, Query
+
+    t = Tree(root)
+    for name, ds in sets.items():
+        t.pools[(name, 1)] = [
+            Candidate(f"{ds}:{i}", f"passage {i}", None, Modality.TEXT) for i in range(6)
+        ]
+        t.queries[(name, 1, "test")] = [
+            Query(f"{ds}:{k}", f"question {k}", None, Modality.TEXT, 1, [f"{ds}:{k}"], [])
+            for k in range(3)
+        ]
+    write_tree(t)
+
+
+@pytest.mark.parametrize("dataset_id", [23, 858, 859, 900, 123_456_789])
+def test_qrels_are_checked_against_positives_for_any_dataset_id(tmp_path, dataset_id):
+    _own_tree(tmp_path, {"mydata": dataset_id})
+    assert validate_tree(tmp_path).ok
+    qrels = tmp_path / "qrels/test/mbeir_mydata_task1_test_qrels.txt"
+    lines = qrels.read_text().splitlines()
+    lines[0] = f"{dataset_id}:0 0 {dataset_id}:5 1 1"  # a corrupted line: wrong did
+    qrels.write_text("\n".join(lines) + "\n")
+    report = validate_tree(tmp_path)
+    msgs = [str(e) for e in report.errors.errors]
+    assert len(msgs) == 2, msgs
+    assert any("is not in that query's pos_cand_list" in m for m in msgs)
+    assert any(f"positive '{dataset_id}:0' is missing" in m for m in msgs)
+
+
+def test_two_query_files_with_one_dataset_id_and_task_are_refused(tmp_path):
+    _own_tree(tmp_path, {"mydata": 900, "other": 900})
+    report = validate_tree(tmp_path)
+    clash = [e for e in report.errors.errors if "is also the pair of" in e.problem]
+    assert len(clash) == 1 and clash[0].path.endswith("mbeir_other_task1_test.jsonl")
+    assert "mbeir_mydata_task1_test.jsonl" in clash[0].problem and clash[0].hint
+
+
+def test_huge_dataset_ids_are_reported_not_overflowed(tmp_path):
+    _own_tree(tmp_path, {"mydata": 900})
+    q = tmp_path / "query/test/mbeir_mydata_task1_test.jsonl"
+    _append(
+        q,
+        json.dumps(
+            {"qid": "99999999999999999999:1", "query_txt": "x", "query_img_path": None,
+             "query_modality": "text", "pos_cand_list": ["900:1"], "task_id": 1}
+        ) + "\n",
+    )  # fmt: skip
+    report = validate_tree(tmp_path)
+    assert any(e.line == 4 for e in report.errors.errors), [str(e) for e in report.errors.errors]
+
+
+def test_null_negatives_and_empty_files_are_reported(tmp_path):
+    _own_tree(tmp_path, {"mydata": 900})
+    q = tmp_path / "query/test/mbeir_mydata_task1_test.jsonl"
+    edit_line(q, 2, _set("neg_cand_list", None))
+    (tmp_path / "cand_pool/local/mbeir_empty_task1_cand_pool.jsonl").write_text("")
+    report = validate_tree(tmp_path)
+    warned = [w for w in report.warnings if w.field == "neg_cand_list"]
+    assert len(warned) == 1 and warned[0].line == 2 and "null" in warned[0].problem
+    assert any("holds no candidates" in str(e) for e in report.errors.errors)
+
+
+def test_results_table_shows_each_clashing_file_its_own_numbers(tmp_path):
+    from mmembed.eval.mbeir import Report, TaskResult, TaskSet
+    from mmembed.eval.tables import markdown
+
+    def task(name):
+        return TaskSet(name, name, 900, 1, "test", tmp_path / f"mbeir_{name}_task1_test.jsonl",
+                       tmp_path / "p", tmp_path / "q")  # fmt: skip
+
+    tasks = [task("mydata"), task("other")]
+    results = [
+        TaskResult(t.dataset, 900, 1, "test", "local", 3, {"R@5": v}, "R@5")
+        for t, v in zip(tasks, (11.0, 77.0), strict=True)
+    ]
+    md = markdown(Report("test", tasks, results))
+    rows = [line for line in md.splitlines() if line.startswith("| 1: text")]
+    assert any("mydata" in r and "11.0" in r for r in rows)
+    assert any("other" in r and "77.0" in r for r in rows)
+    assert "share dataset id 900 and task 1" in md

@@ -212,14 +212,17 @@ def test_queries_are_checked(photos: Path, tmp_path: Path) -> None:
 def test_only_indexed_files_inside_roots_are_servable(photos: Path, tmp_path: Path) -> None:
     outside = tmp_path / "secret.png"
     Image.new("RGB", (8, 8)).save(outside)
-    (photos / "link.png").symlink_to(outside)  # indexed (the walk follows links) ...
+    (photos / "link.png").symlink_to(outside)  # leaves the root: reported, not indexed ...
     (photos / "private.key").write_text("not indexed")
-    update_library(tmp_path / "lib", [photos], ColourEmbedder())
+    r = update_library(tmp_path / "lib", [photos], ColourEmbedder())
     lib = Library.open(tmp_path / "lib")
-    assert "link.png" in {os.path.basename(e.source) for e in lib.entries.values()}
+    assert "link.png" not in {os.path.basename(e.source) for e in lib.entries.values()}
+    assert any(
+        p.endswith("link.png") and "outside the indexed folder" in why for p, why in r.skipped
+    )
     assert lib.resolve_file(str(photos / "red.png")) == (photos / "red.png").resolve()
     refused = {
-        str(photos / "link.png"): "outside the indexed folders",  # ... but never served
+        str(photos / "link.png"): "outside the indexed folders",  # ... and never served
         str(outside): "outside the indexed folders",
         str(photos / ".." / "secret.png"): "outside the indexed folders",
         str(photos / "notes" / ".." / ".." / "secret.png"): "outside the indexed folders",
@@ -231,6 +234,22 @@ def test_only_indexed_files_inside_roots_are_servable(photos: Path, tmp_path: Pa
     for requested, why in refused.items():
         with pytest.raises(PermissionError, match=why):
             lib.resolve_file(requested)
+
+
+def test_follow_links_indexes_and_serves_what_links_reach(photos: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.png"
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(outside)
+    (photos / "link.png").symlink_to(outside)
+    update_library(tmp_path / "lib", [photos], ColourEmbedder(), follow_links=True)
+    lib = Library.open(tmp_path / "lib")
+    assert "link.png" in {os.path.basename(e.source) for e in lib.entries.values()}
+    assert lib.resolve_file(str(photos / "link.png")) == outside.resolve()
+    with pytest.raises(PermissionError, match="not an indexed file"):
+        lib.resolve_file("/etc/passwd")
+    r = update_library(tmp_path / "lib", [], ColourEmbedder())  # a refresh keeps the choice
+    assert r.files_removed == 0 and Library.open(tmp_path / "lib").state["follow_links"]
+    r = update_library(tmp_path / "lib", [], ColourEmbedder(), follow_links=False)
+    assert r.files_removed == 1
 
 
 def test_empty_folder_gives_an_empty_searchable_index(tmp_path: Path) -> None:

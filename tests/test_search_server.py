@@ -62,7 +62,7 @@ def test_page_and_info(setup) -> None:
     assert r.headers["x-content-type-options"] == "nosniff"
     info = client.get("/api/info").json()
     assert (
-        info["items"] == 8 and info["roots"] == [str(photos)] and info["max_upload_bytes"] == LIMIT
+        info["items"] == 7 and info["roots"] == [str(photos)] and info["max_upload_bytes"] == LIMIT
     )
 
 

@@ -22,6 +22,12 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+def _esc(value: object) -> str:
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _rel(path: str, root: Path) -> str:
     try:
         return str(Path(path).relative_to(root))
@@ -46,6 +52,7 @@ def validate(
     ),
 ) -> None:
     """Check every file of an M-BEIR tree and the references between them; exit 1 on errors."""
+    from rich.markup import escape
     from rich.table import Table
 
     from mmembed.data.validate import validate_tree
@@ -57,9 +64,11 @@ def validate(
             strict=strict,
             check_images=not no_images,
             max_errors=max(max_errors, 1),
-            on_file=lambda kind, p: status.update(f"validating {kind}: {_rel(str(p), data_root)}"),
+            on_file=lambda kind, p: status.update(
+                f"validating {kind}: {escape(_rel(str(p), data_root))}"
+            ),
         )
-    table = Table(title=f"M-BEIR tree {data_root}", title_justify="left")
+    table = Table(title=f"M-BEIR tree {escape(str(data_root))}", title_justify="left")
     for col, justify in (
         ("file", "left"),
         ("kind", "left"),
@@ -70,11 +79,11 @@ def validate(
     for f in report.files:
         style = "red" if f.errors else None
         table.add_row(
-            _rel(f.path, data_root), f.kind, f"{f.records:,}", f"{f.errors:,}", style=style
+            escape(_rel(f.path, data_root)), f.kind, f"{f.records:,}", f"{f.errors:,}", style=style
         )
     con.print(table)
     for w in report.warnings:
-        con.print(f"[yellow]warning[/yellow] {w}", markup=True, highlight=False)
+        con.print(f"[yellow]warning[/yellow] {escape(str(w))}", markup=True, highlight=False)
     shown = report.errors.errors[:max_errors] if not report.stopped else [report.stopped]
     for e in shown:
         con.print(f"error {e}", markup=False)
@@ -133,7 +142,9 @@ def scan(
     con = _console()
     with con.status("scanning") as status:
         result = scan_corpus(
-            folder, verify_images=not no_verify, progress=lambda p: status.update(f"scanning {p}")
+            folder,
+            verify_images=not no_verify,
+            progress=lambda p: status.update(f"scanning {_esc(p)}"),
         )
     kinds = Counter(c.modality.value for c in result.candidates)
     parts = ", ".join(f"{n:,} {m}" for m, n in sorted(kinds.items())) or "none"
@@ -145,7 +156,7 @@ def scan(
         con.print(f"skipped {s.path}: {s.reason}", markup=False)
     if out is not None:
         result.save(out)
-        con.print(f"wrote {out}")
+        con.print(f"wrote {out}", markup=False)
 
 
 @app.command(

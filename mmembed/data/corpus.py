@@ -183,6 +183,7 @@ def scan_corpus(
     max_text_chars: int = MAX_TEXT_CHARS,
     max_pixels: int | None = None,
     include_hidden: bool = False,
+    follow_links: bool = False,
     previous: CorpusScan | None = None,
     progress: Callable[[Path], None] | None = None,
 ) -> CorpusScan:
@@ -190,7 +191,8 @@ def scan_corpus(
 
     ``previous``: an earlier scan of the same root; files whose size and mtime are unchanged
     reuse its candidates without being read, and existing dids are kept. ``progress`` is called
-    with each file before it is read."""
+    with each file before it is read. Symlinks leaving ``root`` are reported, not followed,
+    unless ``follow_links``."""
     from mmembed.data.images import MAX_PIXELS
 
     root_path = Path(root).expanduser().resolve()
@@ -208,8 +210,9 @@ def scan_corpus(
                 old_by_file.setdefault(_key_file(src.key), []).append((src, by_did[did]))
 
     items: list[FileItem] = []
-    readers = {"image": reader.image, "text": reader.text, "jsonl": reader.jsonl}
-    for path in walk_files(root_path, skipped, include_hidden=include_hidden):
+    readers = {"image": reader.image, "text": reader.text}
+    walk = walk_files(root_path, skipped, include_hidden=include_hidden, follow_links=follow_links)
+    for path in walk:
         kind = file_kind(path)
         if kind is None:
             scan.ignored += 1
@@ -224,9 +227,9 @@ def scan_corpus(
             continue
         old = reuse.fingerprints.get(rel) if reuse is not None else None
         unchanged = old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns)
-        if unchanged and rel in old_by_file:
+        if unchanged:  # items and skips alike: an unchanged file costs a stat, not a read
             scan.fingerprints[rel] = old
-            for src, cand in old_by_file[rel]:
+            for src, cand in old_by_file.get(rel, []):
                 items.append(
                     FileItem(
                         src.key,
@@ -237,20 +240,36 @@ def scan_corpus(
                         src.line,
                     )
                 )
-            skipped.extend(s for s in reuse.skipped if s.path.startswith(f"{path}:"))
+            mine = str(path)
+            skipped.extend(
+                s for s in reuse.skipped if s.path == mine or s.path.startswith(f"{mine}:")
+            )
+            continue
+        big = corpus_files.too_large(kind, st.st_size)
+        if big:  # remembered by (size, mtime) like any file, so never read on a re-run
+            scan.fingerprints[rel] = Fingerprint(
+                st.st_size, st.st_mtime_ns, f"unread:{st.st_size}:{st.st_mtime_ns}"
+            )
+            skipped.append(Skipped(str(path), big))
             continue
         try:
-            data = corpus_files.read_bytes(path)
+            if kind == "jsonl":  # streamed: one capped line in memory at a time
+                hasher = hashlib.sha256()
+                with corpus_files.open_stream(path) as f:
+                    found = reader.jsonl(path, rel, f, hasher)
+                    size = f.tell()
+                digest = hasher.hexdigest()
+            else:
+                data = corpus_files.read_bytes(path)
+                size, digest = len(data), hashlib.sha256(data).hexdigest()
         except OSError as e:
             skipped.append(Skipped(str(path), os_reason(e)))
             continue
-        scan.fingerprints[rel] = Fingerprint(
-            len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest()
-        )
-        if not data:
+        scan.fingerprints[rel] = Fingerprint(size, st.st_mtime_ns, digest)
+        if not size:
             skipped.append(Skipped(str(path), "empty file (0 bytes)"))
             continue
-        items.extend(readers[kind](path, rel, data))
+        items.extend(found if kind == "jsonl" else readers[kind](path, rel, data))
 
     pinned = {s.key: did for did, s in reuse.sources.items()} if reuse is not None else None
     dids = assign_dids([it.key for it in items], dataset_id, pinned)

@@ -80,6 +80,11 @@ def _open(source: Any, name: str, max_pixels: int, max_side: int | None) -> Imag
     except PermissionError:
         raise ImageLoadError(name, "permission denied", "make the file readable") from None
     except Image.UnidentifiedImageError:
+        kind = _signature(source)
+        if kind:  # the header says what it is, but Pillow could not read it
+            raise ImageLoadError(
+                name, f"truncated or corrupt {kind} file", "re-export or replace the file"
+            ) from None
         raise ImageLoadError(
             name, "not a recognised image format", "the file is corrupt or not an image"
         ) from None
@@ -87,6 +92,32 @@ def _open(source: Any, name: str, max_pixels: int, max_side: int | None) -> Imag
         raise ImageLoadError(
             name, f"cannot decode image ({e})", "the file is truncated or corrupt"
         ) from None
+
+
+_SIGNATURES = (
+    (b"GIF8", "GIF"),
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _signature(source: Any) -> str | None:
+    """The image format the first bytes of ``source`` announce (magic number), or None."""
+    try:
+        if hasattr(source, "read"):
+            source.seek(0)
+            head = source.read(12)
+        else:
+            with open(source, "rb") as f:
+                head = f.read(12)
+    except (OSError, ValueError):
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
 def load_image(

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mmembed.data.errors import DataError, ErrorLog, report
 from mmembed.data.records import TASKS, Candidate, Modality, Query
@@ -105,15 +105,105 @@ class Layout:
 # --------------------------------------------------------------------------- jsonl
 
 
+MAX_LINE_BYTES = 16 * 1024 * 1024  # a longer jsonl line is reported, never held in memory
+MAX_JSON_DEPTH = 100  # deeper nesting is reported (M-BEIR records are two levels deep)
+
+
+def iter_lines(
+    f: BinaryIO, max_bytes: int | None = None, hasher: Any = None
+) -> Iterator[tuple[int, bytes | None, int]]:
+    """(1-based line number, line bytes, length) for each line of a binary file, holding at
+    most ``max_bytes`` (default ``MAX_LINE_BYTES``) of it: a longer line is drained in chunks
+    and given as None. ``hasher`` (e.g. a hashlib object) is fed every byte read."""
+    max_bytes = MAX_LINE_BYTES if max_bytes is None else max_bytes
+    lineno = 0
+    while True:
+        raw = f.readline(max_bytes + 1)
+        if not raw:
+            return
+        lineno += 1
+        if hasher is not None:
+            hasher.update(raw)
+        if len(raw) <= max_bytes or raw.endswith(b"\n"):
+            yield lineno, raw, len(raw)
+            continue
+        n = len(raw)
+        while True:  # drain the rest of the over-long line
+            chunk = f.readline(1 << 20)
+            if hasher is not None:
+                hasher.update(chunk)
+            n += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                break
+        yield lineno, None, n
+
+
+def too_long(n: int) -> str:
+    """The reason given for a line of ``n`` bytes over the limit."""
+    return f"line of {_size(n)} is over the {_size(MAX_LINE_BYTES)} limit for one record"
+
+
+def _size(n: int) -> str:
+    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:  # iterative: a deep value must not exhaust the stack here either
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = list(o.values())
+        if isinstance(o, list):
+            if d > limit:
+                return True
+            stack.extend((v, d + 1) for v in o)
+    return False
+
+
+def parse_json_line(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """One jsonl line -> its value. Every way a line can be bad (malformed JSON, nesting past
+    Python's recursion limit or ``max_depth``, a number too long to convert, bad UTF-8) raises
+    ValueError with a reason that names the problem, never RecursionError."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise ValueError(f"JSON nested too deeply (over {max_depth} levels)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"not UTF-8 (byte 0x{e.object[e.start]:02x} at column {e.start + 1})"
+        ) from None
+    except ValueError as e:  # Python's int-size limit: "Exceeds the limit (4300 digits) ..."
+        if "digits" in str(e):
+            raise ValueError(
+                "a number too long to read (over 4300 digits); write it as a string"
+            ) from None
+        raise ValueError(f"unreadable JSON ({e})") from None
+    brackets = raw.count(b"[" if isinstance(raw, bytes) else "[") + raw.count(
+        b"{" if isinstance(raw, bytes) else "{"
+    )
+    if brackets > max_depth and _too_deep(obj, max_depth):
+        raise ValueError(f"JSON nested too deeply (over {max_depth} levels)")
+    return obj
+
+
 def iter_jsonl(path: str | Path, errors: ErrorLog | None = None) -> Iterator[tuple[int, dict]]:
     """Yield (1-based line number, object) for each non-blank line of a jsonl file.
 
-    The file is read in binary, one line at a time, and each line is decoded on its own, so a
-    bad byte is reported on its exact line and the lines after it are still read. Malformed
-    JSON, non-UTF-8 lines and lines that are not objects go to ``errors`` (raised if None)."""
+    The file is read in binary, one line at a time (at most ``MAX_LINE_BYTES`` held), and each
+    line is decoded on its own, so a bad byte is reported on its exact line and the lines after
+    it are still read. Malformed, over-long or over-deep JSON, non-UTF-8 lines and lines that
+    are not objects go to ``errors`` (raised if None)."""
     path = Path(path)
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw, n in iter_lines(f):
+            if raw is None:
+                report(errors, DataError(path, lineno, None, too_long(n), "split the record"))
+                continue
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark is harmless; json.loads would refuse it
             if not raw.strip():
@@ -133,18 +223,9 @@ def iter_jsonl(path: str | Path, errors: ErrorLog | None = None) -> Iterator[tup
                 )
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                report(
-                    errors,
-                    DataError(
-                        path,
-                        lineno,
-                        None,
-                        f"malformed JSON ({e.msg} at column {e.colno})",
-                        "fix or delete this line",
-                    ),
-                )
+                obj = parse_json_line(line)
+            except ValueError as e:
+                report(errors, DataError(path, lineno, None, str(e), "fix or delete this line"))
                 continue
             if not isinstance(obj, dict):
                 report(

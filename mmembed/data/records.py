@@ -37,6 +37,7 @@ DATASETS: dict[str, int] = {
 
 DID_BASE = 10_000_000
 QID_BASE = 500_000
+MAX_DATASET_ID = (2**63 - 1) // DID_BASE - 1  # so that every did hash fits an int64
 
 
 class Modality(str, Enum):
@@ -84,6 +85,10 @@ def _split_id(value: str, kind: str) -> tuple[int, int]:
         ) from None
     if d < 0 or n < 0:
         raise ValueError(f"malformed {kind} {value!r}; ids are non-negative")
+    if d > MAX_DATASET_ID:
+        raise ValueError(
+            f"{kind} {value!r}: dataset id over {MAX_DATASET_ID:,} (ids are hashed to int64)"
+        )
     return d, n
 
 

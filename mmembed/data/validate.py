@@ -64,6 +64,8 @@ class _Validator:
         self.pools: dict[Path, IdArray] = {}  # local pool file -> its dids
         self.globals: dict[str, IdArray] = {}  # split -> global pool dids
         self.instructions = None
+        self.sets_by_id: dict[tuple[str, int, int], Path] = {}  # (split, dataset id, task)
+        self._first_ds: int | None = None  # dataset id of the query file read last
 
     # -------------------------------------------------------------- helpers
 
@@ -164,6 +166,8 @@ class _Validator:
             wanted = self.check_images and isinstance(img, str) and img and e is None
             if wanted and (checked is None or n not in checked):
                 self.image(path, line, "img_path", img)
+        if s.records == 0:
+            self.err(path, None, None, "pool file holds no candidates", "fill it or remove it")
         pairs = np.frombuffer(rows, dtype=np.int64).reshape(-1, 2)  # (N, 2) a view: no copy
         distinct = check_duplicates(pairs[:, 0], pairs[:, 1], path, "did", unhash_did, self.log)
         return IdArray(distinct, distinct_sorted=True)
@@ -191,6 +195,7 @@ class _Validator:
                 f"expected {local_path}",
             )
         q_arr, bad, r_arr = self.query_records(path, split, name, task, local, local_path, glob)
+        self.clash(path, split, task)
         qrels = lay.qrels_file(name, task, split)
         if qrels.is_file():
             qs = self.summary(qrels, f"qrels ({split})")
@@ -203,6 +208,22 @@ class _Validator:
             )
         else:
             self.err(path, None, None, "no qrels file", f"expected {qrels} (write_qrels makes it)")
+
+    def clash(self, path: Path, split: str, task: int) -> None:
+        """Two query files of one split with the same (dataset id, task) cannot both be
+        reported: result tables and run files key a task set by that pair."""
+        if self._first_ds is None:
+            return
+        key = (split, self._first_ds, task)
+        other = self.sets_by_id.setdefault(key, path)
+        if other != path:
+            self.err(
+                path,
+                None,
+                None,
+                f"dataset id {self._first_ds}, task {task} is also the pair of {other.name}",
+                "give each dataset its own dataset id (the number before ':' in its ids)",
+            )
 
     def union_train(self) -> None:
         """M-BEIR's ``query/union_train/*.jsonl``: training queries of every task together,
@@ -235,6 +256,7 @@ class _Validator:
         bad: list[int] = []
         missing_instr: set[tuple] = set()
         first_ds = None
+        null_neg: list[int] = []
         for line, obj in mbeir.iter_jsonl(path, self.log):
             s.records += 1
             e = mbeir.check_query(obj, path, line)
@@ -245,6 +267,12 @@ class _Validator:
                 self.log.add(e)
                 if q is not None:
                     bad.append(q)
+                continue
+            if q is None:  # well-formed but not hashable: the dataset id or number is too large
+                try:
+                    hash_qid(obj["qid"])
+                except ValueError as err:
+                    self.err(path, line, "qid", str(err), "use smaller ids")
                 continue
             if task is not None and obj["task_id"] != task:
                 self.err(
@@ -279,6 +307,8 @@ class _Validator:
                         f"no instruction for (dataset_id, query, candidate) = {key}",
                         f"add a row to {lay.instructions_file}",
                     )
+            if "neg_cand_list" in obj and obj["neg_cand_list"] is None:
+                null_neg.append(line)
             pos, neg = obj["pos_cand_list"], obj.get("neg_cand_list") or []
             if not pos:
                 self.err(
@@ -304,6 +334,18 @@ class _Validator:
                         self.err(path, line, fld, f"did {did!r} is out of range")
                     else:
                         refs.extend((line, n, int(is_pos)))
+        if null_neg:
+            self.warn(
+                path,
+                null_neg[0],
+                "neg_cand_list",
+                f"is null in {len(null_neg)} quer{'y' if len(null_neg) == 1 else 'ies'} "
+                f"(first on this line); read as no negatives",
+                "M-BEIR writes [] for no negatives",
+            )
+        if s.records == 0:
+            self.err(path, None, None, "query file holds no queries", "fill it or remove it")
+        self._first_ds = expect_ds if expect_ds is not None else first_ds
         q_arr = np.frombuffer(qrows, dtype=np.int64).reshape(-1, 2)  # (Q, 2) view
         r_arr = np.frombuffer(refs, dtype=np.int64).reshape(-1, 3)  # (R, 3) view
         check_duplicates(q_arr[:, 0], q_arr[:, 1], path, "qid", unhash_qid, self.log)

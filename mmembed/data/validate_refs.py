@@ -16,8 +16,6 @@ from mmembed.data.errors import DataError, ErrorLog
 from mmembed.data.mbeir import iter_qrels
 from mmembed.data.records import DATASETS, TASKS, hash_did, hash_qid, unhash_did, unhash_qid
 
-_PAIR_SHIFT = 33  # pair key = qid hash << 33 | did hash (dids below 2**33, qids below 2**30)
-
 
 class IdArray:
     """A sorted, de-duplicated int64 id array with fast membership (8 bytes per id)."""
@@ -80,10 +78,13 @@ def check_duplicates(
 
 
 def _where(local_path: Path | None, has_local: bool, split: str, has_glob: bool) -> str:
+    """'is in neither A nor B' / 'is not in A': the pools a did was looked for in."""
     parts = ([f"the local pool {local_path.name}"] if has_local and local_path else []) + (
         [f"the global {split} pool"] if has_glob else []
     )
-    return " nor ".join(parts) or "any pool"
+    if len(parts) == 2:
+        return f"is in neither {parts[0]} nor {parts[1]}"
+    return f"is not in {parts[0]}" if parts else "is in no pool"
 
 
 def check_query_refs(
@@ -112,7 +113,7 @@ def check_query_refs(
                     path,
                     int(lines[i]),
                     fld,
-                    f"did {did!r} is in neither {where}",
+                    f"did {did!r} {where}",
                     "add the candidate to the pool or remove it from the list",
                 )
             )
@@ -139,10 +140,11 @@ def check_query_refs(
             )
 
 
-def _pair_keys(q: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, ok mask) for qid/did hash pairs that fit the packed key."""
-    ok = (q >= 0) & (q < 2**30) & (d >= 0) & (d < 2**_PAIR_SHIFT)
-    return (q << _PAIR_SHIFT) | d, ok
+def _pair_keys(q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """(N,) opaque 16-byte keys of (qid hash, did hash) pairs, equal exactly when both ids are:
+    any dataset id works (a packed int64 key would lose pairs of large dataset ids)."""
+    a = np.ascontiguousarray(np.stack([q, d], axis=1).astype(np.int64))  # (N, 2)
+    return a.view(np.dtype((np.void, 16))).ravel()  # (N,)
 
 
 def check_qrels(
@@ -199,11 +201,10 @@ def check_qrels(
     pos = refs[refs[:, 2] == 1]  # (P, 3) positives: line, did hash, 1
     p_lines = pos[:, 0]
     p_q = queries[np.searchsorted(ql, p_lines), 0] if len(pos) else np.zeros(0, np.int64)
-    p_keys, p_ok = _pair_keys(p_q, pos[:, 1])
+    p_keys = _pair_keys(p_q, pos[:, 1])
     r = np.frombuffer(rows, dtype=np.int64).reshape(-1, 3)  # (R, 3)
-    r_keys, r_ok = _pair_keys(r[:, 1], r[:, 2])
-    pos_set, qrel_set = IdArray(p_keys[p_ok]), IdArray(r_keys[r_ok])
-    for i in np.flatnonzero(r_ok & ~pos_set.contains(r_keys)):
+    r_keys = _pair_keys(r[:, 1], r[:, 2])
+    for i in np.flatnonzero(~np.isin(r_keys, p_keys)):
         log.add(
             DataError(
                 path,
@@ -214,14 +215,13 @@ def check_qrels(
                 "regenerate the qrels from the queries",
             )
         )
-    for i in np.flatnonzero(p_ok & ~qrel_set.contains(p_keys)):
+    for i in np.flatnonzero(~np.isin(p_keys, r_keys)):
         log.add(
             DataError(
                 query_path,
                 int(p_lines[i]),
                 "pos_cand_list",
-                f"positive "
-                f"{unhash_did(int(p_keys[i] & (2**_PAIR_SHIFT - 1)))!r} is missing from {path.name}",
+                f"positive {unhash_did(int(pos[i, 1]))!r} is missing from {path.name}",
                 "regenerate the qrels from the queries",
             )
         )

@@ -19,6 +19,34 @@ def task_name(task_id: int) -> str:
     return f"{task_id}: {q.replace('image,text', 'image+text')} → {c.replace('image,text', 'image+text')}"
 
 
+def _result(report: Report, task, system: str):
+    """``report.get``, but right for two task sets that share (dataset id, task) -- datasets of
+    one's own can -- by display name first, else by order: each row shows its own numbers."""
+    key = (task.dataset_id, task.task_id)
+    same = [t for t in report.tasks if (t.dataset_id, t.task_id) == key]
+    if len(same) <= 1:
+        return report.get(task, system)
+    rs = [r for r in report.results if r.system == system and (r.dataset_id, r.task_id) == key]
+    named = [r for r in rs if r.dataset == task.dataset]
+    if len(named) == 1:
+        return named[0]
+    i = next(i for i, t in enumerate(same) if t is task)
+    return rs[i] if i < len(rs) else None
+
+
+def _clashes(report: Report) -> list[str]:
+    """A note for each (dataset id, task) that more than one query file shares."""
+    seen: dict[tuple[int, int], list[str]] = {}
+    for t in report.tasks:
+        seen.setdefault((t.dataset_id, t.task_id), []).append(t.query_file.name)
+    return [
+        f"Note: {', '.join(files)} share dataset id {d} and task {k}; each row above is its "
+        "own file, but give each dataset its own id so ids never collide."
+        for (d, k), files in seen.items()
+        if len(files) > 1
+    ]
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
 
@@ -36,7 +64,7 @@ def headline_table(report: Report) -> str:
     for t in report.tasks:
         cells = []
         for s in systems:
-            r = report.get(t, s)
+            r = _result(report, t, s)
             cells.append(_fmt(r.value if r else None))
         rows.append([task_name(t.task_id), t.dataset, f"R@{t.headline_k}", *cells])
     rows.append(
@@ -54,7 +82,7 @@ def recall_table(report: Report) -> str:
     rows = []
     for t in report.tasks:
         for s in report.systems:
-            r = report.get(t, s)
+            r = _result(report, t, s)
             if r is None:
                 continue
             recall = ", ".join(f"{k} {_fmt(v)}" for k, v in r.recall.items())
@@ -74,7 +102,7 @@ def error_table(report: Report) -> str:
     rows = []
     for s in report.systems:
         for t in report.tasks:
-            r = report.get(t, s)
+            r = _result(report, t, s)
             if r is None or not r.queries:
                 continue
             n = r.queries
@@ -112,6 +140,7 @@ def markdown(report: Report) -> str:
             "",
             headline_table(report),
             "",
+            *(line for note in _clashes(report) for line in (note, "")),
             "## Recall per task",
             "",
             recall_table(report),
@@ -133,7 +162,7 @@ def tsv(report: Report) -> str:
     w.writerow(["task_id", "task", "dataset", "dataset_id", "split", "system", "metric", "value"])
     for t in report.tasks:
         for s in report.systems:
-            r = report.get(t, s)
+            r = _result(report, t, s)
             if r is None:
                 continue
             base = [t.task_id, task_name(t.task_id), t.dataset, t.dataset_id, t.split, s]

@@ -51,15 +51,21 @@ def encode(
             f"merged {count} rows into {out / 'embeddings.npy'} ({len(skipped)} records skipped)"
         )
         return
+    from rich.markup import escape
+
     rank, world = env_rank()
-    inp = open_input(
-        source,
-        kind=kind,
-        instructions=instructions,
-        instruction_seed=instruction_seed,
-        image_root=image_root,
-        strict=strict,
-    )
+    try:
+        inp = open_input(
+            source,
+            kind=kind,
+            instructions=instructions,
+            instruction_seed=instruction_seed,
+            image_root=image_root,
+            strict=strict,
+        )
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from None
     from mmembed.model import load_embedder
 
     device = None
@@ -69,28 +75,35 @@ def encode(
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     emb = load_embedder(model, device=device)
-    res = encode_entries(
-        emb,
-        inp.entries(),
-        out,
-        is_query=inp.is_query,
-        source=inp.source,
-        image_root=inp.image_root,
-        shard_size=shard_size,
-        batch_size=batch_size,
-        rank=rank,
-        world_size=world,
-        total=inp.total,
-        overwrite=overwrite,
-        show_progress=progress,
-        input_errors=inp.errors,
-    )
+    from mmembed.data.errors import DataError
+
+    try:
+        res = encode_entries(
+            emb,
+            inp.entries(),
+            out,
+            is_query=inp.is_query,
+            source=inp.source,
+            image_root=inp.image_root,
+            shard_size=shard_size,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world,
+            total=inp.total,
+            overwrite=overwrite,
+            show_progress=progress,
+            input_errors=inp.errors,
+        )
+    except DataError as e:  # --strict: the first bad record stops the run
+        console.print(f"[red]stopped[/red] at the first bad record (--strict): {escape(str(e))}")
+        raise typer.Exit(1) from None
     for err in inp.errors.errors[:20]:
-        console.print(f"[yellow]skipped[/] {err}")
+        console.print(f"[yellow]skipped[/] {escape(str(err))}")
     for bad in res.skipped[:20]:
-        console.print(f"[yellow]not encoded[/] {bad['id']}: {bad['error']}")
+        what = f"{escape(str(bad['id']))}: {escape(str(bad['error']))}"
+        console.print(f"[yellow]not encoded[/] {what}")
     state = (
-        f"{res.count} rows in {out / 'embeddings.npy'}"
+        f"{res.count} rows in {escape(str(out / 'embeddings.npy'))}"
         if res.complete
         else "shards written; merge pending other ranks"
     )

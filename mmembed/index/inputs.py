@@ -4,7 +4,6 @@ their instructions. Bad records are reported and skipped. Knows nothing of model
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +40,15 @@ def mbeir_root_of(path: Path) -> Path | None:
 
 def sniff_kind(path: Path) -> str:
     """'queries' if the first JSON object has a qid, 'pool' if it has a did."""
+    from mmembed.data.mbeir import iter_lines, parse_json_line
+
     with open(path, "rb") as f:
-        for raw in f:
-            if not raw.strip():
+        for _, raw, _ in iter_lines(f):  # capped lines: a 2 GB line is never held
+            if raw is None or not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError:
+                obj = parse_json_line(raw)
+            except ValueError:  # reported with its line when the file is read
                 continue
             if isinstance(obj, dict) and "qid" in obj:
                 return "queries"

@@ -26,22 +26,30 @@ _MODEL_HELP = "Model name or saved-model folder (default: the one the index was 
 
 
 def _console(stderr: bool = False):
-    import logging
-
     from rich.console import Console
 
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise here
+    _quiet()
     return Console(stderr=stderr, highlight=False)
 
 
 def _quiet() -> None:
     import logging
 
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise here
+    # The embedder tokenizes untruncated and cuts to its own max_length itself, so the
+    # tokenizer's "sequence length is longer than ... (N > 512)" warning is false here.
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+
+
+def _esc(value: object) -> str:
+    """A user string (path, text, reason) made safe to print through rich: no markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def _fail(message: str, code: int = 2) -> None:
-    _console(stderr=True).print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    _console(stderr=True).print(f"[red]error:[/red] {_esc(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -65,6 +73,12 @@ def index(
     ),
     show_skipped: int = typer.Option(
         15, "--show-skipped", min=0, help="How many skipped files to list."
+    ),
+    follow_links: bool = typer.Option(
+        None,
+        "--follow-links/--no-follow-links",
+        help="Index what symlinks leaving the folders point to (default: as before; off: "
+        "such links are listed as skipped). Links into /proc, /sys, /dev never are.",
     ),
 ) -> None:
     """Index folders of images, text files (.txt, .md) and .jsonl records for search.
@@ -105,7 +119,7 @@ def index(
 
         spec = default_model_name()
     if Library.exists(path) and spec != old_spec:
-        console.print(f"model changed ({old_spec} -> {spec}): every item is re-encoded")
+        console.print(f"model changed ({_esc(old_spec)} -> {_esc(spec)}): every item is re-encoded")
     embedder = _load_model(console, spec, device)
     progress = Progress(
         TextColumn("encoding"),
@@ -130,7 +144,7 @@ def index(
         progress.update(task, completed=done)
 
     where = ", ".join(map(str, dirs or [])) or "the indexed folders"
-    status = console.status(f"scanning {where}…")
+    status = console.status(f"scanning {_esc(where)}…")
     status.start()
     scanned = 0
 
@@ -138,7 +152,7 @@ def index(
         nonlocal scanned
         scanned += 1
         if scanned % 100 == 0:
-            status.update(f"scanning {where}… {scanned} files")
+            status.update(f"scanning {_esc(where)}… {scanned} files")
 
     try:
         report = update_library(
@@ -150,6 +164,7 @@ def index(
             batch_size=batch_size,
             on_progress=on_progress,
             on_scan=on_scan,
+            follow_links=follow_links,
         )
     except (LibraryError, NotADirectoryError) as e:
         _fail(str(e))
@@ -173,7 +188,7 @@ def _model_spec(model: str) -> str:
 def _load_model(console, spec: str | None, device: str | None):
     from mmembed.model import load_embedder
 
-    with console.status(f"loading model {spec or 'default'}…"):
+    with console.status(f"loading model {_esc(spec or 'default')}…"):
         try:
             return load_embedder(spec, device=device)
         except (ValueError, KeyError, FileNotFoundError) as e:
@@ -183,7 +198,7 @@ def _load_model(console, spec: str | None, device: str | None):
 def _print_report(console, path: Path, report, show_skipped: int) -> None:
     from rich.table import Table
 
-    t = Table(title=f"index {path}", show_header=False, box=None, padding=(0, 2))
+    t = Table(title=f"index {_esc(path)}", show_header=False, box=None, padding=(0, 2))
     t.add_row(
         "files",
         f"{report.files_new} new, {report.files_changed} changed, "
@@ -199,9 +214,11 @@ def _print_report(console, path: Path, report, show_skipped: int) -> None:
     if not problems:
         return
     reasons = Counter(_reason_kind(why) for _, why in problems)
-    console.print("skipped by reason: " + "; ".join(f"{n} × {r}" for r, n in reasons.most_common()))
+    by_reason = "; ".join(f"{n} × {_esc(r)}" for r, n in reasons.most_common())
+    console.print("skipped by reason: " + by_reason)
     for where, why in problems[:show_skipped]:
-        console.print(f"  [yellow]skipped[/yellow] {where}: {why}", markup=True, soft_wrap=True)
+        line = f"  [yellow]skipped[/yellow] {_esc(where)}: {_esc(why)}"
+        console.print(line, markup=True, soft_wrap=True)
     if len(problems) > show_skipped:
         console.print(
             f"  … and {len(problems) - show_skipped} more (--show-skipped N to list them)"
@@ -209,8 +226,12 @@ def _print_report(console, path: Path, report, show_skipped: int) -> None:
 
 
 def _reason_kind(why: str) -> str:
-    """A short group label for a skip reason (the text before any detail in brackets)."""
-    return why.split(" (")[0].split(":")[0][:60]
+    """A short group label for a skip reason (the text before any detail in brackets), cut at a
+    word boundary, never mid-word."""
+    kind = why.split(" (")[0].split(":")[0].strip()
+    if len(kind) <= 60:
+        return kind
+    return kind[:60].rsplit(" ", 1)[0].rstrip(",;") + " …"
 
 
 def search(
@@ -255,7 +276,7 @@ def search(
 
         out = render_results_page(hits, out=html, text=text, image=image)
         if not as_json:
-            _console(stderr=True).print(f"wrote {out}")
+            _console(stderr=True).print(f"wrote {_esc(out)}")
     if as_json:
         query = {"text": text, "image": str(image) if image else None, "k": k}
         typer.echo(
@@ -275,7 +296,7 @@ def _print_hits(console, hits, roots, text, image) -> None:
     label = " + ".join(
         x for x in [repr(text) if text else None, str(image) if image else None] if x
     )
-    t = Table(title=f"{len(hits)} results for {label}", title_justify="left")
+    t = Table(title=f"{len(hits)} results for {_esc(label)}", title_justify="left")
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("score", justify="right", no_wrap=True)
     t.add_column("kind", no_wrap=True)
@@ -291,7 +312,9 @@ def _print_hits(console, hits, roots, text, image) -> None:
                 break
         if e.line is not None:
             shown = f"{os.path.basename(e.source)}:{e.line}"
-        t.add_row(str(h.rank), f"{h.score:.3f}", e.modality, shown, e.snippet(preview) or "")
+        t.add_row(
+            str(h.rank), f"{h.score:.3f}", e.modality, _esc(shown), _esc(e.snippet(preview) or "")
+        )
     console.print(t)
 
 
@@ -320,7 +343,7 @@ def serve(
     console = _console(stderr=True)
     if not is_loopback(host):
         console.print(
-            f"[yellow]warning:[/yellow] binding {host}: anyone who can reach this "
+            f"[yellow]warning:[/yellow] binding {_esc(host)}: anyone who can reach this "
             "address can search the index and read the indexed files (no login)",
             markup=True,
         )

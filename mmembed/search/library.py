@@ -167,7 +167,10 @@ class Library:
             raise PermissionError(f"{raw!r}: only absolute paths of indexed files are served")
         real = os.path.realpath(raw)
         roots = [os.path.realpath(r) for r in self.roots]
-        if not any(_is_within(real, r) for r in roots):
+        # links out of the roots were only indexed when asked for (--follow-links); then the
+        # files they reach are servable too, and only those (checked below)
+        outside_ok = bool(self.state.get("follow_links"))
+        if not outside_ok and not any(_is_within(real, r) for r in roots):
             raise PermissionError(f"{raw!r} is outside the indexed folders")
         if self._servable is None:
             paths = set()
@@ -200,6 +203,16 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _clean_temp_files(path: Path) -> None:
+    """Delete temp files a killed run left behind (``.state.json.<pid>.tmp``, scans, shards).
+    Called under the lock, so no live writer owns them."""
+    for pattern in (".*.tmp", "scans/*.tmp", "shards/*/.*.tmp"):
+        for tmp in path.glob(pattern):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                log.info("removed %s, left by an interrupted run", tmp)
 
 
 def _normalise_roots(roots: Sequence[str | Path]) -> list[str]:
@@ -245,18 +258,23 @@ def update_library(
     batch_size: int = 32,
     on_progress: Callable[[int, int], None] | None = None,
     on_scan: Callable[[Path], None] | None = None,
+    follow_links: bool | None = None,
 ) -> UpdateReport:
     """Bring the library at ``path`` up to date with ``roots`` (added to the roots it already
     has; ``forget`` drops roots). Only candidates whose content key is not on disk are encoded;
     each encoded batch is committed before the next starts, so a rerun after a crash resumes.
 
     ``on_progress(done, total)`` is called as candidates are encoded, ``on_scan(path)`` as
-    files are scanned."""
+    files are scanned. ``follow_links``: index what symlinks leaving the roots point to (None:
+    as the library did before, else False: such links are reported and skipped)."""
     t0 = time.perf_counter()
     path = Path(path).expanduser()
     report = UpdateReport()
     with _locked(path):
+        _clean_temp_files(path)  # left by a run killed mid-commit
         old = Library.open(path) if Library.exists(path) else None
+        if follow_links is None:
+            follow_links = bool(old.state.get("follow_links")) if old else False
         old_roots = [str(r) for r in old.roots] if old else []
         dropped = {os.path.abspath(os.path.expanduser(str(f))) for f in forget}
         unknown = dropped - set(old_roots)
@@ -282,6 +300,7 @@ def update_library(
             root_ids=root_ids,
             previous=load_scans(path, all_roots, root_ids),
             on_file=on_scan,
+            follow_links=follow_links,
         )
         report.skipped = list(result.skipped)
         old_files: dict[str, Any] = old.state.get("files", {}) if old else {}
@@ -368,6 +387,7 @@ def _commit(
         "files": result.files,
         "entries": [e.to_json() for e in live],
         "skipped": [list(s) for s in report.skipped + report.failed],
+        "follow_links": result.follow_links,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _atomic_write_json(path / STATE_FILE, state)

@@ -74,6 +74,7 @@ class ScanResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     files: dict[str, Any] = field(default_factory=dict)  # abs path -> [size, mtime_ns, sha256]
     scans: dict[str, Any] = field(default_factory=dict)  # root -> mmembed.data.corpus.CorpusScan
+    follow_links: bool = False  # whether symlinks leaving the roots were followed
 
 
 def content_key(
@@ -103,17 +104,25 @@ def scan_roots(
     root_ids: dict[str, int],
     previous: dict[str, Any] | None = None,
     on_file: Callable[[Path], None] | None = None,
+    follow_links: bool = False,
 ) -> ScanResult:
     """Scan every root with `mmembed.data.corpus` (root ``r`` gets dataset id ``root_ids[r]``, so
     dids of different roots never collide) and merge the results. ``previous``: root -> the
     CorpusScan of the last update, so files with unchanged size and mtime are not re-read.
-    ``on_file(path)`` is called before each file is looked at."""
+    ``on_file(path)`` is called before each file is looked at. Symlinks that leave a root are
+    reported, not followed, unless ``follow_links``."""
     from mmembed.data.corpus import scan_corpus
 
-    result = ScanResult()
+    result = ScanResult(follow_links=follow_links)
     for root in roots:
         old = (previous or {}).get(root)
-        scan = scan_corpus(root, dataset_id=root_ids[root], previous=old, progress=on_file)
+        scan = scan_corpus(
+            root,
+            dataset_id=root_ids[root],
+            previous=old,
+            progress=on_file,
+            follow_links=follow_links,
+        )
         result.scans[root] = scan
         base = scan.root  # the resolved root the corpus used
         fps = {}

@@ -19,6 +19,9 @@ from mmembed.search.query import QueryError, Searcher
 from mmembed.search.thumbs import decode_upload
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+BODY_TIMEOUT_S = 30.0  # a request body not complete by then is refused (half-sent uploads)
+DECODE_WORKERS = 2  # threads that decode uploaded images, off the event loop
+MAX_UPLOADS = 4  # image searches in flight at once; more are told to retry
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -35,9 +38,10 @@ class BodyLimit:
     """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 and a clear message,
     by Content-Length up front and by counting for chunked bodies (buffered, then replayed)."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def _refuse(self, send, status: int, detail: str) -> None:
         import json
@@ -72,9 +76,18 @@ class BodyLimit:
                 return await self._refuse(send, 400, "malformed Content-Length header")
             if n > self.max_bytes:
                 return await self._refuse(send, 413, too_large)
+        import asyncio
+
         body = bytearray()
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while True:
-            message = await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+            except asyncio.TimeoutError:
+                return await self._refuse(
+                    send, 408, f"request body not received within {self.timeout_s:g} s"
+                )
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
@@ -116,6 +129,16 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def _safe_name(filename: str | None) -> str:
+    """An upload's file name as error messages show it: printable, at most 80 characters."""
+    name = "".join(c for c in (filename or "upload") if c.isprintable()) or "upload"
+    return name if len(name) <= 80 else name[:79] + "…"
+
+
+def _decode(data: bytes, name: str):
+    return decode_upload(data, name=name)
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_HOSTS:
         return True
@@ -131,12 +154,21 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     allowed_hosts: list[str] | None = None,
     reload_interval: float | None = 1.0,
+    max_uploads: int = MAX_UPLOADS,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ):
     """The FastAPI app over ``searcher``. ``allowed_hosts`` (Host header values) guards a
     loopback server against DNS rebinding; None allows any Host. A re-run of `mmembed index`
-    is picked up within ``reload_interval`` seconds (None: never)."""
+    is picked up within ``reload_interval`` seconds (None: never).
+
+    Uploaded images are decoded in a pool of ``DECODE_WORKERS`` threads, never on the event
+    loop; at most ``max_uploads`` image searches run at once (more get 503 and Retry-After),
+    and a request body must arrive within ``body_timeout_s``."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     fastapi = _import_fastapi()
-    from fastapi import File, Form, HTTPException, Query, UploadFile
+    from fastapi import File, Form, HTTPException, Query, Request, UploadFile
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
     app = fastapi.FastAPI(
@@ -152,7 +184,9 @@ def create_app(
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
-    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes, timeout_s=body_timeout_s)
+    decode_pool = ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="mmembed-decode")
+    uploads = {"in_flight": 0}  # touched only on the event loop: no lock needed
     app.add_middleware(SecurityHeaders)
 
     def fresh() -> None:
@@ -222,20 +256,41 @@ def create_app(
 
     @app.post("/api/search")
     async def search_post(
+        request: Request,
         q: str | None = Form(None),
         k: int = Form(DEFAULT_K, ge=1, le=1000),
         image: UploadFile | None = File(None),
     ) -> JSONResponse:
-        pil = None
-        if image is not None and (image.filename or image.size):
-            data = await image.read()
-            try:
-                pil = decode_upload(data, name=image.filename or "upload")
-            except ImageLoadError as e:
-                raise HTTPException(400, str(e)) from None
         from starlette.concurrency import run_in_threadpool
 
-        return JSONResponse(await run_in_threadpool(run, q, pil, k))
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise HTTPException(
+                415,
+                f"POST /api/search takes multipart/form-data (fields q, k, image), not "
+                f"{ctype or 'a body without a Content-Type'}; for text alone use "
+                "GET /api/search?q=TEXT",
+            )
+        if image is None or not (image.filename or image.size):
+            return JSONResponse(await run_in_threadpool(run, q, None, k))
+        if uploads["in_flight"] >= max_uploads:
+            raise HTTPException(
+                503,
+                f"{max_uploads} image searches are already running; retry in a moment",
+                headers={"Retry-After": "1"},
+            )
+        uploads["in_flight"] += 1
+        try:
+            data = await image.read()
+            name = _safe_name(image.filename)
+            loop = asyncio.get_running_loop()
+            try:
+                pil = await loop.run_in_executor(decode_pool, _decode, data, name)
+            except ImageLoadError as e:
+                raise HTTPException(400, str(e)) from None
+            return JSONResponse(await run_in_threadpool(run, q, pil, k))
+        finally:
+            uploads["in_flight"] -= 1
 
     @app.get("/api/thumb/{did}")
     def thumb(did: str) -> Response:

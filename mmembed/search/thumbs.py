@@ -92,27 +92,16 @@ def data_uri(jpeg: bytes) -> str:
 def decode_upload(
     data: bytes, *, name: str = "<upload>", max_pixels: int = MAX_PIXELS
 ) -> Image.Image:
-    """Uploaded bytes -> RGB PIL image. Empty, corrupt and oversized (decompression-bomb) images
-    raise ImageLoadError naming ``name``; the pixel count is checked before decoding."""
+    """Uploaded bytes -> RGB PIL image (longer side capped as for any query image). Empty,
+    corrupt, truncated and oversized (decompression-bomb) images raise ImageLoadError naming
+    ``name``; the pixel count is checked before decoding. CPU-heavy for large images: a server
+    calls it off its event loop."""
     if not data:
         raise ImageLoadError(name, "empty upload (0 bytes)", "choose an image file")
     try:
-        img = Image.open(io.BytesIO(data))
-        w, h = img.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(
-            name, f"not a readable image ({e})", "upload a JPEG, PNG, WebP, GIF, BMP or TIFF file"
-        ) from None
-    if w * h > max_pixels:
-        raise ImageLoadError(
-            name,
-            f"{w}x{h} pixels exceeds the limit of {max_pixels}",
-            "downscale the image before searching with it",
-        )
-    try:
-        img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(
-            name, f"cannot decode image ({e})", "the file is truncated or corrupt"
-        ) from None
-    return load_image(img)
+        return load_image(bytes(data), name=name, max_pixels=max_pixels)
+    except ImageLoadError as e:
+        hint = "upload a JPEG, PNG, WebP, GIF, BMP or TIFF file"
+        if "pixels exceeds" in e.problem:
+            hint = "downscale the image before searching with it"
+        raise ImageLoadError(name, e.problem, hint) from None
