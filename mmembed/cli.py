@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 
 import typer
 
@@ -67,6 +68,12 @@ def _register() -> None:
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    feature_cache: str = typer.Option(
+        None,
+        "--feature-cache",
+        help="Folder that keeps frozen vision-tower features on disk for this command (composed "
+        "backbones): each image runs through the same tower once across commands.",
+    ),
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -74,6 +81,10 @@ def _root(
         datefmt="%H:%M:%S",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise here
+    if feature_cache or "mmembed.model.feature_cache" in sys.modules:  # torch only when asked
+        from mmembed.model.feature_cache import use_feature_cache
+
+        use_feature_cache(feature_cache)
 
 
 _register()
