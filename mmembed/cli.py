@@ -158,6 +158,12 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    feature_cache: str = typer.Option(
+        None,
+        "--feature-cache",
+        help="Folder that keeps frozen vision-tower features on disk for this command (composed "
+        "backbones): each image runs through the same tower once across commands.",
+    ),
 ) -> None:
     _state["verbose"] = verbose
     if not verbose:
@@ -168,6 +174,10 @@ def _root(
         datefmt="%H:%M:%S",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise here
+    if feature_cache or "mmembed.model.feature_cache" in sys.modules:  # torch only when asked
+        from mmembed.model.feature_cache import use_feature_cache
+
+        use_feature_cache(feature_cache)
 
 
 _register()

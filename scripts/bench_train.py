@@ -212,12 +212,13 @@ def memory_worker(mode: str, root: Path, batch: int, chunk: int) -> None:
     import torch
 
     from mmembed.model import load_embedder
+    from mmembed.model.feature_cache import VisionFeatureCache
     from mmembed.train.config import TrainConfig, from_dict
     from mmembed.train.features import fill_from_cache, prepare
     from mmembed.train.gradcache import grad_cache_step
     from mmembed.train.loss import InfoNCELoss
     from mmembed.train.sampler import BatchPlan, build_batch
-    from mmembed.train.setup import VisionFeatureCache, prepare_model, set_train_mode
+    from mmembed.train.setup import prepare_model, set_train_mode
     from mmembed.train.sources import load_sources
 
     cfg = from_dict(TrainConfig, config(root, root / "unused", **{"data.batch_size": batch}))

@@ -1,21 +1,19 @@
 """Helpers of scripts/reproduce_mini.sh (mmembed-mini, issue 8): WordNet text->text of an offline
-tree as a BEIR folder, the late score-fusion baseline, and the export of the shipped low-rank delta
-weights. Knows the offline benchmark's layout; trains nothing and computes no metric itself."""
+tree as a BEIR folder, the evaluation of the late score-fusion baseline (mmembed.model.fusion),
+a prefill of the library's vision-feature folder, the export of the shipped low-rank delta weights
+and the results tables. Uses the library as it is (patches nothing); trains nothing and computes no
+metric itself."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 WORDNET_TASK = "wordnet_task1"
 
@@ -88,69 +86,19 @@ def wordnet_beir(out: Path, n: int, split: str = "train", seed: int = 0) -> dict
     return {"queries": len(chosen), "corpus": len(docs)}
 
 
-class LateFusion:
-    """Score fusion over one embedder's towers (UniIR CLIP_SF style): a composed item is the
-    normalised sum of its text-only and image-only embeddings, each L2-normalised; single-modality
-    items are embedded as they are. Same encode API as the Embedder."""
-
-    def __init__(self, emb: Any) -> None:
-        self.emb = emb
-        self.dim = emb.dim
-        digest = hashlib.sha256(f"late-fusion:{emb.fingerprint}".encode()).hexdigest()
-        self.fingerprint = f"sha256:{digest}"
-
-    def _encode(
-        self, records: Sequence[Any], is_query: bool, instructions: Any, **kw: Any
-    ) -> np.ndarray:
-        from mmembed.data.records import Item, as_item
-
-        items = [as_item(r, kw.pop("image_root", None)) for r in records]
-        n = len(items)
-        if instructions is None or isinstance(instructions, str):
-            instructions = [instructions] * n
-        # composed items are split into a text half and an image half, each embedded alone
-        parts: list[Item] = []
-        instr: list[str | None] = []
-        owner: list[int] = []
-        for i, it in enumerate(items):
-            halves = (
-                [it]
-                if (it.image is None or not it.text)
-                else [Item(it.text, None), Item(None, it.image)]
-            )
-            for h in halves:
-                parts.append(h)
-                instr.append(instructions[i])
-                owner.append(i)
-        if is_query:
-            vecs = self.emb.encode_queries(parts, instructions=instr, **kw)  # (P, dim)
-        else:
-            vecs = self.emb.encode_candidates(parts, **kw)  # (P, dim)
-        out = np.zeros((n, self.dim), dtype=np.float32)  # (N, dim)
-        np.add.at(out, np.asarray(owner), np.asarray(vecs, dtype=np.float32))
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
-
-    def encode_queries(
-        self, queries: Sequence[Any], *, instructions: Any = None, **kw: Any
-    ) -> np.ndarray:
-        return self._encode(queries, True, instructions, **kw)
-
-    def encode_candidates(self, candidates: Sequence[Any], **kw: Any) -> np.ndarray:
-        return self._encode(candidates, False, None, **kw)
-
-
-def eval_late_fusion(root: Path, model: str, out: Path, seed: int, cache: Path) -> None:
-    """`mmembed eval mbeir` with the late-fusion wrapper around ``model`` (local + global)."""
+def eval_late_fusion(root: Path, model: str, out: Path, seed: int, cache: Path | None) -> None:
+    """`mmembed eval mbeir` (local + global) with mmembed.model.fusion.LateFusion around
+    ``model``; ``cache``: the library's vision-feature folder (as `mmembed --feature-cache`)."""
     import torch
 
-    install_vision_memo(cache)
+    from mmembed.eval.mbeir_run import evaluate_model
     from mmembed.eval.tables import write_report
     from mmembed.model import load_embedder
+    from mmembed.model.feature_cache import use_feature_cache
+    from mmembed.model.fusion import LateFusion
 
+    use_feature_cache(cache)
     torch.manual_seed(seed)
-    from mmembed.eval.mbeir_run import evaluate_model
-
     enc = LateFusion(load_embedder(model, device="cpu"))
     report = evaluate_model(
         root, enc, out_dir=out, seed=seed, model_name=f"late-fusion:{model}", show_progress=False
@@ -158,69 +106,17 @@ def eval_late_fusion(root: Path, model: str, out: Path, seed: int, cache: Path) 
     write_report(report, out)
 
 
-# --------------------------------------------------------------------------- frozen vision memo
-
-
-def install_vision_memo(folder: Path) -> dict[str, int]:
-    """Memoise ComposedBackbone.vision_features on disk, keyed by each image's pixel bytes.
-
-    Every model of the recipe shares the same frozen, pretrained EfficientNet-Lite0 in eval mode,
-    so its features of an image never change: each image is run through the tower once for all
-    stages, evaluations and mining (float32, so results equal uncached runs). Returns live counts."""
-    import torch
-
-    from mmembed.model.composed import ComposedBackbone
-
-    folder.mkdir(parents=True, exist_ok=True)
-    orig = ComposedBackbone.vision_features
-    counts = {"hits": 0, "misses": 0}
-    mem: dict[str, torch.Tensor] = {}
-
-    def cached(self: Any, pixel_values: torch.Tensor, **kw: Any) -> torch.Tensor:
-        if (
-            self.vision_tower is None
-            or self.vision_tower.training
-            or torch.is_grad_enabled()
-            and any(p.requires_grad for p in self.vision_tower.parameters())
-        ):
-            return orig(self, pixel_values, **kw)  # a trainable tower: never memoised
-        px = pixel_values.detach().to("cpu", torch.float32).contiguous()  # (M, 3, S, S)
-        keys = [hashlib.sha1(row.numpy().tobytes()).hexdigest() for row in px]
-        out: list[torch.Tensor | None] = []
-        for k in keys:
-            if k not in mem and (folder / f"{k}.npy").is_file():
-                mem[k] = torch.from_numpy(np.load(folder / f"{k}.npy"))
-            out.append(mem.get(k))
-        miss = [i for i, t in enumerate(out) if t is None]
-        counts["hits"] += len(keys) - len(miss)
-        counts["misses"] += len(miss)
-        if miss:
-            with torch.no_grad():
-                feats = orig(self, pixel_values[miss], **kw)  # (m, N, C)
-            for i, f in zip(miss, feats, strict=True):
-                t = f.detach().to("cpu", torch.float32).contiguous()
-                tmp = folder / f"{keys[i]}.{os.getpid()}.tmp.npy"
-                np.save(tmp, t.numpy())
-                tmp.replace(folder / f"{keys[i]}.npy")
-                mem[keys[i]] = out[i] = t
-        ref = pixel_values
-        return torch.stack([t for t in out]).to(ref.device, ref.dtype)  # (M, N, C)
-
-    ComposedBackbone.vision_features = cached  # type: ignore[method-assign]
-    return counts
-
-
-def prefill_memo(root: Path, split: str, cache: Path, batch_size: int = 16) -> dict[str, int]:
+def prefill_features(root: Path, split: str, cache: Path, batch_size: int = 16) -> dict[str, int]:
     """Run every image of ``split`` (its queries and global pool) through the frozen tower once,
-    into the memo; later evaluations then only run the projector, MiniLM and the pooler."""
+    into the library's feature folder; later evaluations then only read them back."""
     import torch
 
     from mmembed.data.errors import ErrorLog
     from mmembed.data.images import load_image
     from mmembed.data.mbeir import Layout, read_pool, read_queries
     from mmembed.model import load_embedder
+    from mmembed.model.feature_cache import VisionFeatureCache, attach_feature_cache
 
-    counts = install_vision_memo(cache)
     errors = ErrorLog()
     layout = Layout(root)
     paths = {c.image_path for c in read_pool(layout.global_pool_file(split), errors)}
@@ -228,24 +124,14 @@ def prefill_memo(root: Path, split: str, cache: Path, batch_size: int = 16) -> d
         paths |= {q.image_path for q in read_queries(f, errors)}
     todo = sorted(p for p in paths if p)
     emb = load_embedder("mmembed-mini-base", device="cpu", dtype=torch.float32)
+    fc = VisionFeatureCache(folder=cache)
+    attach_feature_cache(emb, fc)
     with torch.no_grad():
         for i in range(0, len(todo), batch_size):
             imgs = [load_image(root / p) for p in todo[i : i + batch_size]]
             px = emb.backbone.preprocess_images(imgs)["pixel_values"]  # (M, 3, S, S)
             emb.backbone.vision_features(px)
-    return {"images": len(todo), **counts}
-
-
-def cached_cli(cache: Path, argv: list[str]) -> int:
-    """Run ``mmembed ARGV...`` (the project's own CLI) with the frozen-vision memo installed."""
-    counts = install_vision_memo(cache)
-    from mmembed.cli import app
-
-    try:
-        app(args=argv, prog_name="mmembed", standalone_mode=False)
-    finally:
-        print(f"vision memo: {counts['hits']} hits, {counts['misses']} misses", file=sys.stderr)
-    return 0
+    return {"images": len(todo), "read": fc.disk_hits, "computed": fc.disk_misses}
 
 
 # --------------------------------------------------------------------------- shipped weights
@@ -482,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("--model", required=True)
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--cache", type=Path, default=Path("runs/mini/vision_memo"))
+    f.add_argument("--feature-cache", type=Path, default=None, help="as mmembed --feature-cache")
     e = sub.add_parser("export", help="trained model folder -> shipped delta folder")
     e.add_argument("--model", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True)
@@ -491,24 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pf = sub.add_parser("prefill", help="run a split's images through the frozen tower once")
     pf.add_argument("--data", type=Path, required=True)
     pf.add_argument("--split", default="test")
-    pf.add_argument("--cache", type=Path, default=Path("runs/mini/vision_memo"))
-    c = sub.add_parser(
-        "cli", help="mmembed CLI with the frozen-vision memo: cli --cache DIR -- ARGS"
-    )
-    c.add_argument("--cache", type=Path, default=Path("runs/mini/vision_memo"))
-    c.add_argument("args", nargs=argparse.REMAINDER)
+    pf.add_argument("--feature-cache", type=Path, required=True, help="as mmembed --feature-cache")
     tb = sub.add_parser("tables", help="eval/mini/results.{md,json} from the run folder")
     tb.add_argument("--runs", type=Path, default=Path("runs/mini"))
     tb.add_argument("--out", type=Path, default=Path("eval/mini"))
     a = p.parse_args(argv)
     t0 = time.time()
-    if a.cmd == "cli":
-        args = a.args[1:] if a.args[:1] == ["--"] else a.args
-        code = cached_cli(a.cache, args)
-        print(f"mmembed {' '.join(args[:2])}: {time.time() - t0:.1f} s", file=sys.stderr)
-        return code
     if a.cmd == "prefill":
-        print(json.dumps(prefill_memo(a.data, a.split, a.cache)))
+        print(json.dumps(prefill_features(a.data, a.split, a.feature_cache)))
     elif a.cmd == "beir":
         print(json.dumps(beir_from_wordnet(a.data, a.split, a.out)))
     elif a.cmd == "wordnet":
@@ -516,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif a.cmd == "tables":
         print("\n".join(str(x) for x in write_tables(a.runs, a.out)))
     elif a.cmd == "late-fusion":
-        eval_late_fusion(a.data, a.model, a.out, a.seed, a.cache)
+        eval_late_fusion(a.data, a.model, a.out, a.seed, a.feature_cache)
     else:
         print(json.dumps(export_delta(a.model, a.out, a.base, a.rank), indent=2))
     print(f"{a.cmd}: {time.time() - t0:.1f} s", file=sys.stderr)

@@ -3,9 +3,10 @@
 # offline benchmark (--limit 40) -> stage random -> mmembed mine (modality-aware) -> stage hard
 # (from the base) -> continual text+multimodal fine-tuning -> baselines (a score-fusion model
 # trained as stage random; zero-shot MiniLM) -> evaluations -> tables.
-# Every training/mining/eval step is the project's own CLI (`mmembed train|mine|eval`), run
-# through scripts/mini_tools.py, which memoises the frozen EfficientNet-Lite0 features on disk so
-# each image goes through the tower once for the whole recipe (float32: same numbers).
+# Every training/mining/eval step is the project's own CLI (`mmembed train|mine|eval`) with the
+# library's vision-feature folder (`mmembed --feature-cache`, the configs' model.feature_cache_dir):
+# the frozen EfficientNet-Lite0 features of each image are computed once for the whole recipe and
+# read back from disk afterwards (float32: the same numbers as computing them).
 #   bash scripts/reproduce_mini.sh            # everything (runs/mini is the work folder)
 #   SHIP=1 bash scripts/reproduce_mini.sh     # also overwrite the shipped weights
 #   LONGER=1 bash scripts/reproduce_mini.sh   # also the 3x-budget pair (random144, score_fusion144)
@@ -19,7 +20,7 @@ PY=${PYTHON:-python}
 # One thread per process: on a shared 2-core machine, 2 threads ran MiniLM-size matmuls slower
 # than 1 (17 vs 22 per second measured while others' jobs ran). Set MINI_THREADS=2 on an idle one.
 export OMP_NUM_THREADS=${MINI_THREADS:-1} MKL_NUM_THREADS=${MINI_THREADS:-1}
-M="$PY scripts/mini_tools.py cli --cache $R/vision_memo --"
+M="$PY -m mmembed --feature-cache $R/features"
 TIMES="$R/times.tsv"
 : >"$TIMES"
 T0=$(date +%s)
@@ -57,7 +58,7 @@ evaluate() { # evaluate NAME MODEL
   step "beir_$1" $M eval beir --data $R/wordnet_test --model "$2" --split test \
     --instruction "$WN_INSTR" --out $R/eval/$1/beir --no-progress
 }
-step prefill_test $PY scripts/mini_tools.py prefill --data $R/data --split test --cache $R/vision_memo
+step prefill_test $PY scripts/mini_tools.py prefill --data $R/data --split test --feature-cache $R/features
 evaluate random $R/random/final
 evaluate hard $R/hard/final
 evaluate continual $R/continual/final
@@ -70,7 +71,7 @@ step train_score_fusion $M train configs/mini/score_fusion.yaml
 evaluate score_fusion $R/score_fusion/final
 # baseline: late fusion of the final model's own text-only and image-only embeddings (no
 # training of its own; see docs/mmembed_mini.md)
-step eval_fusion_continual $PY scripts/mini_tools.py late-fusion --cache $R/vision_memo \
+step eval_fusion_continual $PY scripts/mini_tools.py late-fusion --feature-cache $R/features \
   --data $R/data --model $R/continual/final --out $R/eval/fusion_continual
 # baseline: zero-shot MiniLM on text->text (mmembed-mini-base: its text-only embeddings are
 # all-MiniLM-L6-v2's sentence embeddings), with and without the instruction

@@ -1,5 +1,6 @@
-"""scripts/mini_tools.py and mmembed.model.delta: late score fusion, the frozen-vision memo (equal
-to uncached encoding), WordNet BEIR folders, the shipped-delta round trip, and the results tables."""
+"""scripts/mini_tools.py and mmembed.model.delta: WordNet BEIR folders, the shipped-delta round
+trip, and the results tables (late fusion and the feature cache the script uses are the library's:
+tests/test_model_fusion.py, tests/test_model_feature_cache.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ import torch
 from PIL import Image
 
 from mmembed.data.records import Item
-from mmembed.model.composed import ComposedBackbone
-from mmembed.model.testing import tiny_embedder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,47 +31,6 @@ def _img(color: tuple[int, int, int]) -> Image.Image:
     img = Image.new("RGB", (40, 40), color)
     img.paste((255 - color[0], color[1], 90), (5, 5, 25, 30))
     return img
-
-
-def test_late_fusion_is_normalised_sum_of_halves():
-    torch.set_num_threads(1)
-    tools = _tools()
-    emb = tiny_embedder(seed=1)
-    lf = tools.LateFusion(emb)
-    a, b = _img((200, 10, 10)), _img((10, 200, 40))
-    items = [Item("red fox", None), Item(None, a), Item("as a woman", b)]
-    got = lf.encode_queries(items, instructions="find it", show_progress=False)  # (3, dim)
-    assert got.shape == (3, emb.dim)
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    single = emb.encode_queries(items[:2], instructions="find it", show_progress=False)
-    np.testing.assert_allclose(got[:2], single, atol=1e-5)  # one modality: unchanged
-    halves = emb.encode_queries(
-        [Item("as a woman", None), Item(None, b)], instructions="find it", show_progress=False
-    )
-    fused = halves.sum(0) / np.linalg.norm(halves.sum(0))
-    np.testing.assert_allclose(got[2], fused, atol=1e-5)
-    joint = emb.encode_queries([items[2]], instructions="find it", show_progress=False)[0]
-    assert np.abs(joint - got[2]).max() > 1e-3  # early fusion is a different embedding
-    assert lf.fingerprint != emb.fingerprint
-    cands = lf.encode_candidates(items, show_progress=False)
-    assert cands.shape == (3, emb.dim)
-
-
-def test_vision_memo_equals_uncached(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
-    monkeypatch.setattr(ComposedBackbone, "vision_features", ComposedBackbone.vision_features)
-    emb = tiny_embedder(seed=2)
-    items = [Item("x", _img((10 * i, 100, 30))) for i in range(5)] + [Item("text only", None)]
-    plain = emb.encode_candidates(items, show_progress=False, batch_size=4)
-    tools = _tools()
-    counts = tools.install_vision_memo(tmp_path / "memo")
-    first = emb.encode_candidates(items, show_progress=False, batch_size=4)
-    assert counts == {"hits": 0, "misses": 5}
-    assert len(list((tmp_path / "memo").glob("*.npy"))) == 5
-    np.testing.assert_array_equal(first, plain)
-    again = emb.encode_candidates(items[::-1], show_progress=False, batch_size=3)[::-1]
-    assert counts["hits"] == 5 and counts["misses"] == 5
-    np.testing.assert_allclose(again, plain, atol=1e-6)
 
 
 def test_wordnet_beir_folders_are_split_disjoint(tmp_path):

@@ -129,3 +129,40 @@ def test_refuses_a_pooler_that_mixes_positions_and_unknown_fusions():
     cfg.backbone["fusion"] = "score"
     with pytest.raises(ValueError, match="for the composed backbone"):
         Embedder.build(cfg, tokenizer=byte_tokenizer(), pretrained=False)
+
+
+def test_late_fusion_equals_its_slow_reference(tmp_path):
+    """LateFusion (halves of every item in one batched pass) == each item alone: its text and its
+    image encoded one at a time, summed and normalised; one-modality items unchanged."""
+    from mmembed.data.records import Candidate, Modality
+    from mmembed.model.fusion import LateFusion
+
+    emb = tiny_embedder(1)
+    lf = LateFusion(emb)
+    items = [Item("red fox", None), Item(None, _img((200, 10, 10))), *COMPOSED]
+    instr = ["Find it.", None, *INSTR]
+    got = lf.encode_queries(items, instructions=instr, show_progress=False, batch_size=2)
+    assert got.shape == (len(items), emb.dim)
+
+    def one(it, ins):  # the slow reference
+        if it.image is None or not it.text:
+            return emb.encode_queries([it], instructions=[ins], show_progress=False)[0]
+        t = emb.encode_queries([Item(it.text, None)], instructions=[ins], show_progress=False)
+        v = emb.encode_queries([Item(None, it.image)], instructions=[ins], show_progress=False)
+        return _unit(t[0] + v[0])
+
+    ref = np.stack([one(it, ins) for it, ins in zip(items, instr, strict=True)])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    joint = emb.encode_queries(COMPOSED[:1], instructions=INSTR[:1], show_progress=False)[0]
+    assert np.abs(joint - got[2]).max() > 1e-3  # early fusion is a different embedding
+    assert lf.fingerprint != emb.fingerprint and lf.dim == emb.dim
+
+    # records with relative image paths: every one resolves against image_root, not just the first
+    for i, c in enumerate([(200, 10, 10), (10, 200, 40), (30, 30, 220)]):
+        _img(c).save(tmp_path / f"{i}.png")
+    recs = [Candidate(f"1:{i}", "a thing", f"{i}.png", Modality.IMAGE_TEXT) for i in range(3)]
+    cands = lf.encode_candidates(recs, image_root=tmp_path, show_progress=False)
+    abs_items = [Item("a thing", str(tmp_path / f"{i}.png")) for i in range(3)]
+    np.testing.assert_allclose(
+        cands, lf.encode_candidates(abs_items, show_progress=False), atol=1e-5
+    )

@@ -18,12 +18,13 @@ import yaml
 from train_fixtures import config_dict, make_tree, write_model
 
 from mmembed.data.mbeir import read_queries
+from mmembed.model.feature_cache import VisionFeatureCache
 from mmembed.train.config import ModelConfig, from_dict, load_config
 from mmembed.train.features import fill_from_cache, prepare
 from mmembed.train.gradcache import grad_cache_step
 from mmembed.train.loss import InfoNCELoss
 from mmembed.train.sampler import BatchPlan, build_batch
-from mmembed.train.setup import VisionFeatureCache, merge_lora, prepare_model, set_train_mode
+from mmembed.train.setup import merge_lora, prepare_model, set_train_mode
 from mmembed.train.sources import load_sources
 from mmembed.train.trainer import LOG_NAME, train
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmembed.model.feature_cache import VisionFeatureCache, default_feature_cache
 from mmembed.model.vision import VisionTower, build_vision_tower, tower_config
 
 
@@ -186,8 +187,15 @@ class ComposedBackbone(nn.Module):
             raise ValueError("this model has no vision tower: it encodes text only")
         return {"pixel_values": self.vision_tower.preprocess(images)}  # (M, 3, S, S)
 
+    # a VisionFeatureCache whose folder keeps frozen-tower features on disk (attach_feature_cache);
+    # None: the process default (`mmembed --feature-cache DIR`), if any
+    feature_cache: VisionFeatureCache | None = None
+
     def vision_features(self, pixel_values: torch.Tensor, **_: Any) -> torch.Tensor:
         """Vision tower output before the projector (cacheable when the tower is frozen)."""
+        cache = self.feature_cache or default_feature_cache()
+        if cache is not None:
+            return cache.tower_features(self.vision_tower, pixel_values)  # (M, N, C)
         return self.vision_tower(pixel_values)  # (M, N, C)
 
     def forward(

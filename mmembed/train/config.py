@@ -45,6 +45,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     cache_vision_features: bool = False  # frozen vision tower only: encode each image once
     vision_cache_dtype: str = "float16"  # float16 (half the memory) | float32 (bit-exact reuse)
+    # folder of frozen-tower features on disk, shared by every run and command that uses the same
+    # tower on the same images (composed backbones; see mmembed.model.feature_cache). None: off
+    feature_cache_dir: str | None = None
 
 
 @dataclass

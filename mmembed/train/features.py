@@ -13,10 +13,10 @@ from PIL import Image
 
 from mmembed.data.images import load_image
 from mmembed.data.records import Item
+from mmembed.model.feature_cache import VisionFeatureCache
 from mmembed.train.gradcache import split
 from mmembed.train.loss import PairMeta
 from mmembed.train.sampler import TrainBatch
-from mmembed.train.setup import VisionFeatureCache
 
 _PLACEHOLDER = Image.new("RGB", (1, 1))
 KEYS = "_image_keys"

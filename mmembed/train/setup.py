@@ -1,15 +1,14 @@
 """Model setup for training: LoRA adapters through peft on the text model (targets from the
 config), projector and pooler fully trained, vision tower frozen (kept in eval mode) or trained,
-gradient checkpointing, LoRA merging for export, and a cache of frozen vision features. Knows
-nothing about data order, losses or processes; the model is any Embedder-like nn.Module."""
+gradient checkpointing and LoRA merging for export (the frozen-feature cache is
+mmembed.model.feature_cache). Knows nothing about data order, losses or processes; the model is any
+Embedder-like nn.Module."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from torch import nn
 
 from mmembed.train.config import ModelConfig
@@ -154,32 +153,3 @@ def merge_lora(model: nn.Module) -> nn.Module:
     if replaced:
         log.info("merged %d LoRA adapters", replaced)
     return model
-
-
-class VisionFeatureCache:
-    """Frozen-tower vision features by image key, computed once (no graph) and reused: the batch
-    then carries ``vision_features`` (M, N, C) instead of ``pixel_values``. Stored as ``dtype``
-    (fp16 by default: half the memory; pass float32 for bit-exact reuse)."""
-
-    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
-        self.model = model
-        self.dtype = dtype
-        self.store: dict[str, torch.Tensor] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def features(self, keys: list[str], pixel_loader: Any) -> torch.Tensor:
-        """(M, N, C) for ``keys``; ``pixel_loader(missing_keys) -> (m, 3, H, W)`` for new images."""
-        missing = list(dict.fromkeys(k for k in keys if k not in self.store))
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        if missing:
-            backbone = getattr(self.model, "backbone", self.model)
-            pixels = pixel_loader(missing)  # (m, 3, H, W)
-            dev = next(backbone.parameters()).device
-            dtype = next(backbone.parameters()).dtype
-            with torch.no_grad():
-                feats = backbone.vision_features(pixels.to(dev, dtype))  # (m, N, C)
-            for k, f in zip(missing, feats, strict=True):
-                self.store[k] = f.detach().to("cpu", self.dtype)
-        return torch.stack([self.store[k] for k in keys])  # (M, N, C)

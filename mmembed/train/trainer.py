@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from mmembed.data.images import ImageLoadError
+from mmembed.model.feature_cache import VisionFeatureCache, attach_feature_cache
 from mmembed.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -29,7 +30,7 @@ from mmembed.train.features import Prepared, fill_from_cache, prepare, to_device
 from mmembed.train.gradcache import grad_cache_step
 from mmembed.train.loss import InfoNCELoss, LossOutput
 from mmembed.train.sampler import BatchPlan, build_batch, image_paths
-from mmembed.train.setup import VisionFeatureCache, merge_lora, prepare_model, set_train_mode
+from mmembed.train.setup import merge_lora, prepare_model, set_train_mode
 from mmembed.train.sources import load_sources
 
 log = logging.getLogger(__name__)
@@ -303,11 +304,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         enabled=dist.is_main,
         resume_step=start.global_step if resume_from else 0,
     )
-    cache = (
-        VisionFeatureCache(core, getattr(torch, cfg.model.vision_cache_dtype))
-        if cfg.model.cache_vision_features
-        else None
+    cache = VisionFeatureCache(
+        core, getattr(torch, cfg.model.vision_cache_dtype), cfg.model.feature_cache_dir
     )
+    if cache.folder is not None:
+        attach_feature_cache(core, cache)  # the backbone's own vision_features use the folder
+    if not cfg.model.cache_vision_features:
+        cache = None  # batches carry pixels
     chunk = cfg.loss.chunk_size if cfg.loss.grad_cache else None
 
     from tqdm.auto import tqdm
