@@ -9,8 +9,8 @@
   (4) with CUDA only: a random LLaVA-Next of MM-Embed's shape (Mistral-7B + CLIP ViT-L/14-336 +
       512x4096 latent attention) in bf16: tokens/s and the fraction of peak bf16 FLOP/s.
 
-Usage: python scripts/bench_encode.py [--texts 5000] [--images 256] [--threads 2] [--json OUT]
-       python scripts/bench_encode.py --gpu-only [--llava-shape 7b|tiny] [--device cuda]
+Usage: python3 scripts/bench_encode.py [--texts 5000] [--images 256] [--threads 2] [--json OUT]
+       python3 scripts/bench_encode.py --gpu-only [--llava-shape 7b|tiny] [--device cuda]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stream-read measurement for M-BEIR pools: generate an N-line candidate pool, then read it
 in fresh subprocesses and report time and peak memory against the file size.
 
-    python scripts/bench_read_pool.py [--lines 1000000] [--dir DIR] [--keep]
+    python3 scripts/bench_read_pool.py [--lines 1000000] [--dir DIR] [--keep]
 
 Modes, each in its own interpreter so peaks do not mix:
   stream      `for c in read_pool(path)` counting records (what the library does)

@@ -3,8 +3,8 @@ vectors (mmembed.index.Index vs raw faiss, batched and single queries), single-q
 memory-bandwidth bound, IVF and HNSW recall@10 vs queries/s against exact search, and a
 global-pool evaluation (Q queries over N candidates, top-k in query chunks) with its peak memory.
 
-    python scripts/bench_search.py                       # 1,000,000 x 384, 100,000 eval queries
-    python scripts/bench_search.py --n 200000 --eval-queries 20000 --sections exact,ivf
+    python3 scripts/bench_search.py                       # 1,000,000 x 384, 100,000 eval queries
+    python3 scripts/bench_search.py --n 200000 --eval-queries 20000 --sections exact,ivf
 
 Data: clustered unit vectors (random centres + noise), generated in chunks from a seed; queries
 are fresh points of the same distribution (eval queries: noisy copies of a known candidate, which

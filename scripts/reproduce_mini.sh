@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 R=runs/mini
 E=eval/mini
 mkdir -p "$R" "$E"
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 # One thread per process: on a shared 2-core machine, 2 threads ran MiniLM-size matmuls slower
 # than 1 (17 vs 22 per second measured while others' jobs ran). Set MINI_THREADS=2 on an idle one.
 export OMP_NUM_THREADS=${MINI_THREADS:-1} MKL_NUM_THREADS=${MINI_THREADS:-1}
