@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+import torch  # core dependencies: a broken install fails here, never skips
+import transformers  # noqa: F401
 
 from mmembed.data.records import Candidate, Modality, Query  # noqa: E402
 from mmembed.rerank.pipeline import reorder, rerank_run  # noqa: E402

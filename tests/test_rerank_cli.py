@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-typer = pytest.importorskip("typer")
-
+import torch  # core dependencies: a broken install fails here, never skips
+import transformers  # noqa: F401
+import typer
 from typer.testing import CliRunner  # noqa: E402
 
 from mmembed.data.instructions import InstructionRow, InstructionTable, write_instructions  # noqa: E402
