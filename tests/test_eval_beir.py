@@ -123,6 +123,7 @@ def test_beir_cli_with_a_real_tiny_model(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "out" / "beir_test.json").read_text())
     assert out["queries"] == 2 and out["corpus"] == 4
+    assert all(f'"{m}"' in res.output for m in ("nDCG@10", "Recall@100", "MRR@10"))  # printed
     # nDCG@10 by brute force from the model itself (no instruction, title + text as documents)
     model = load_embedder(str(tmp_path / "model"), device="cpu")
     data = read_beir(root)
