@@ -11,6 +11,7 @@ torch, numpy and faiss, so one mutant costs the tests, not the imports.
     python3 scripts/mutation.py --list                 # count mutants per file, run nothing
     python3 scripts/mutation.py --fraction 0.05        # a stable ~5% sample + the known bugs
     python3 scripts/mutation.py --root DIR             # mutate and test another checkout
+    python3 scripts/mutation.py --rerun report.json    # only the survivors of an earlier run
 
 A mutant is sampled when a hash of its description (file, function, operator, occurrence) falls
 under ``--fraction``, so two runs over slightly different sources pick nearly the same mutants and
@@ -322,6 +323,7 @@ def main() -> int:
     ap.add_argument("--fraction", type=float, default=1.0, help="share of AST mutants to run")
     ap.add_argument("--no-known", action="store_true", help="leave out issue 18's eight bugs")
     ap.add_argument("--only", default="", help="run only mutants whose key contains this")
+    ap.add_argument("--rerun", default="", help="run only the survivors of this json report")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
     ap.add_argument("--list", action="store_true", help="count mutants, run nothing")
     ap.add_argument("--out", default="", help="write every result to this json file")
@@ -344,6 +346,15 @@ def main() -> int:
         chosen += [Mutant(f, 0, "", d, f"known:{d}", old=o, new=n) for d, f, o, n in KNOWN]
     if args.only:
         chosen = [m for m in chosen if args.only in m.key]
+    if args.rerun:
+        prev = json.loads(Path(args.rerun).read_text())["mutants"]
+        keys = {m["key"] for m in prev if m["status"] == "survived"}
+        chosen = [m for m in every if m.key in keys]
+        chosen += [
+            Mutant(f, 0, "", d, f"known:{d}", old=o, new=n)
+            for d, f, o, n in KNOWN
+            if f"known:{d}" in keys
+        ]
     print(f"{len(every)} AST mutants in {len(files)} files; running {len(chosen)} "
           f"(fraction {frac:g}{'' if args.no_known else ' + the known bugs'})", flush=True)  # fmt: skip
 
