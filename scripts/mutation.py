@@ -11,6 +11,7 @@ torch, numpy and faiss, so one mutant costs the tests, not the imports.
     python3 scripts/mutation.py --list                 # count mutants per file, run nothing
     python3 scripts/mutation.py --fraction 0.05        # a stable ~5% sample + the known bugs
     python3 scripts/mutation.py --root DIR             # mutate and test another checkout
+    python3 scripts/mutation.py --rerun report.json    # only the survivors of an earlier run
 
 A mutant is sampled when a hash of its description (file, function, operator, occurrence) falls
 under ``--fraction``, so two runs over slightly different sources pick nearly the same mutants and
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import copy
 import hashlib
 import json
@@ -121,9 +123,7 @@ def _skip_subtrees(tree: ast.AST) -> set[int]:
     for n in ast.walk(tree):
         if isinstance(n, ast.JoinedStr | ast.Raise | ast.Assert):
             mark(n)
-        elif isinstance(n, ast.AnnAssign) and n.annotation is not None:
-            mark(n.annotation)
-        elif isinstance(n, ast.arg) and n.annotation is not None:
+        elif isinstance(n, ast.AnnAssign | ast.arg) and n.annotation is not None:
             mark(n.annotation)
         elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.returns is not None:
             mark(n.returns)
@@ -215,10 +215,11 @@ def enumerate_mutants(root: Path, rel: str) -> list[Mutant]:
     skip = _skip_subtrees(tree)
     # module, class and function docstrings
     for n in ast.walk(tree):
-        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            if n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant):
-                skip.add(id(n.body[0]))
-                skip.add(id(n.body[0].value))
+        scoped = isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        first = n.body[0] if scoped and n.body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            skip.add(id(first))
+            skip.add(id(first.value))
     funcs = _funcs(tree)
     seen: dict[str, int] = {}
     out = []
@@ -237,7 +238,9 @@ def mutated_source(root: Path, m: Mutant) -> str:
     src = (root / m.file).read_text()
     if m.node_index < 0:
         if src.count(m.old) != 1:
-            raise ValueError(f"{m.file}: known mutant {m.op!r}: text found {src.count(m.old)} times")
+            raise ValueError(
+                f"{m.file}: known mutant {m.op!r}: text found {src.count(m.old)} times"
+            )
         return src.replace(m.old, m.new)
     tree = copy.deepcopy(ast.parse(src))
     node = list(ast.walk(tree))[m.node_index]
@@ -265,6 +268,7 @@ def run_one(work: Path, m: Mutant, tests: list[str], timeout: float) -> str:
         return "error"
     try:
         pid = os.fork()
+        CHILD[0] = pid
         if pid == 0:  # child: fresh mmembed import from the scratch copy
             try:
                 os.setsid()
@@ -296,9 +300,21 @@ def run_one(work: Path, m: Mutant, tests: list[str], timeout: float) -> str:
             return "survived"
         if rc == 1:
             return "killed"
-        return "killed" if rc in (2, 3) else "error"  # collection/internal errors: the bug broke import
+        # 2/3: interrupted or internal error (the bug broke an import): caught all the same
+        return "killed" if rc in (2, 3) else "error"
     finally:
+        CHILD[0] = 0
         path.write_text(original)
+
+
+CHILD = [0]  # the running test child, killed with its group when the harness is stopped
+
+
+def _stop(signum: int, frame: object) -> None:
+    if CHILD[0]:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(CHILD[0], signal.SIGKILL)
+    raise SystemExit(128 + signum)
 
 
 def main() -> int:
@@ -307,6 +323,7 @@ def main() -> int:
     ap.add_argument("--fraction", type=float, default=1.0, help="share of AST mutants to run")
     ap.add_argument("--no-known", action="store_true", help="leave out issue 18's eight bugs")
     ap.add_argument("--only", default="", help="run only mutants whose key contains this")
+    ap.add_argument("--rerun", default="", help="run only the survivors of this json report")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
     ap.add_argument("--list", action="store_true", help="count mutants, run nothing")
     ap.add_argument("--out", default="", help="write every result to this json file")
@@ -329,6 +346,15 @@ def main() -> int:
         chosen += [Mutant(f, 0, "", d, f"known:{d}", old=o, new=n) for d, f, o, n in KNOWN]
     if args.only:
         chosen = [m for m in chosen if args.only in m.key]
+    if args.rerun:
+        prev = json.loads(Path(args.rerun).read_text())["mutants"]
+        keys = {m["key"] for m in prev if m["status"] == "survived"}
+        chosen = [m for m in every if m.key in keys]
+        chosen += [
+            Mutant(f, 0, "", d, f"known:{d}", old=o, new=n)
+            for d, f, o, n in KNOWN
+            if f"known:{d}" in keys
+        ]
     print(f"{len(every)} AST mutants in {len(files)} files; running {len(chosen)} "
           f"(fraction {frac:g}{'' if args.no_known else ' + the known bugs'})", flush=True)  # fmt: skip
 
@@ -338,6 +364,8 @@ def main() -> int:
     import torch  # noqa: F401
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     work = Path(tempfile.mkdtemp(prefix="mmembed-mutation-"))
     try:
         for part in ("mmembed", "tests", "pyproject.toml", "scripts", "configs"):

@@ -101,6 +101,7 @@ def test_beir_cli_with_a_real_tiny_model(tmp_path):
     from typer.testing import CliRunner
 
     from mmembed.cli import app
+    from mmembed.model import load_embedder
     from mmembed.model.testing import tiny_embedder
 
     tiny_embedder(seed=1).save_pretrained(tmp_path / "model")
@@ -121,7 +122,22 @@ def test_beir_cli_with_a_real_tiny_model(tmp_path):
     )
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "out" / "beir_test.json").read_text())
-    assert 0.0 <= out["nDCG@10"] <= 1.0 and out["queries"] == 2 and out["corpus"] == 4
+    assert out["queries"] == 2 and out["corpus"] == 4
+    assert all(f'"{m}"' in res.output for m in ("nDCG@10", "Recall@100", "MRR@10"))  # printed
+    # nDCG@10 by brute force from the model itself (no instruction, title + text as documents)
+    model = load_embedder(str(tmp_path / "model"), device="cpu")
+    data = read_beir(root)
+    dids = list(data.corpus)
+    c = model.encode_candidates([Item(data.doc_text(d)) for d in dids], show_progress=False)
+    want = []
+    for qid, text in data.queries.items():
+        q = model.encode_queries([Item(text)], show_progress=False)[0]  # (D,)
+        ranked = [dids[j] for j in np.argsort(-(c @ q), kind="stable")[:10]]
+        gains = [data.qrels[qid].get(d, 0) for d in ranked]
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))  # linear gain, trec_eval
+        ideal = sorted(data.qrels[qid].values(), reverse=True)
+        want.append(dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal)))
+    assert out["nDCG@10"] == pytest.approx(float(np.mean(want)), abs=1e-4)
 
 
 @pytest.mark.slow

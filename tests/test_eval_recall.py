@@ -64,6 +64,14 @@ def _table(report, system):
     }
 
 
+def _recalls(report, system):
+    return {
+        (r.dataset_id, r.task_id): {k: round(v, 4) for k, v in r.recall.items()}
+        for r in report.results
+        if r.system == system
+    }
+
+
 def _errors(wm=0, wd=0, other=0):
     return {"wrong_modality": wm, "wrong_domain": wd, "other": other}
 
@@ -86,6 +94,33 @@ def test_recall_and_errors_match_the_hand_computed_tables(tmp_path):
     }
     assert report.mean("local") == pytest.approx((75 + 200 / 3 + 100) / 3)
     assert report.mean("global") == pytest.approx((50 + 100 / 3 + 50) / 3)
+    # every cut-off from the first-positive ranks above; FashionIQ reports R@10/20/50
+    # local ranks: VisualNews 1, 1, 6, 1; FashionIQ 1, 12, 1; MSCOCO 1, 1
+    assert _recalls(report, "local") == {
+        (0, 0): {"R@1": 75.0, "R@5": 75.0, "R@10": 100.0},
+        (7, 7): {"R@10": 66.6667, "R@20": 100.0, "R@50": 100.0},
+        (9, 3): {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0},
+    }
+    # global ranks: VisualNews 4, 6, 6, 1; FashionIQ 11, 12, 1; MSCOCO 6, 1
+    assert _recalls(report, "global") == {
+        (0, 0): {"R@1": 25.0, "R@5": 50.0, "R@10": 100.0},
+        (7, 7): {"R@10": 33.3333, "R@20": 100.0, "R@50": 100.0},
+        (9, 3): {"R@1": 50.0, "R@5": 50.0, "R@10": 100.0},
+    }
+    assert all(r.missing == 0 and r.no_positive == 0 for r in report.results)
+
+
+def test_a_query_without_positives_counts_as_a_miss(tmp_path):
+    root = toy_tree(tmp_path / "data")
+    qrels = root / "qrels/test/mbeir_visualnews_task0_test_qrels.txt"
+    lines = qrels.read_text().splitlines(keepends=True)
+    qrels.write_text("".join(x for x in lines if not x.startswith("0:3 ")))  # 0:3 loses its qrel
+    report = evaluate_model(
+        root, RankingEncoder(), out_dir=tmp_path / "o", pools=("local",), show_progress=False
+    )
+    vn = next(r for r in report.results if r.task_id == 0)
+    assert vn.no_positive == 1 and vn.queries == 4
+    assert vn.recall == {"R@1": 50.0, "R@5": 50.0, "R@10": 75.0}  # 0:0, 0:1 hit; 0:2 at rank 6
 
 
 def test_without_instructions_every_positive_ranks_last(tmp_path):

@@ -9,7 +9,7 @@ from mmembed.data.records import Item
 from mmembed.model import load_embedder
 
 torch.set_num_threads(1)
-pytest.importorskip("open_clip")
+import open_clip  # noqa: E402,F401  (a core dependency: a broken install fails, never skips)
 
 TINY = {
     "embed_dim": 16,

@@ -130,8 +130,9 @@ def test_forward_is_differentiable():
     emb = tiny_embedder(6).train()
     out = emb(emb.collate(ITEMS[:3]))
     out.sum().backward()
-    assert emb.backbone.multi_modal_projector.linear_1.weight.grad is not None
-    assert emb.pooler.latents.grad is not None
+    # gradients reach the projector and the pooler's latents (not None, and not all zero)
+    assert emb.backbone.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    assert emb.pooler.latents.grad.abs().sum() > 0
 
 
 def test_records_resolve_images_and_convert_to_tensor(tmp_path):

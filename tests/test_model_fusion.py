@@ -102,8 +102,8 @@ def test_cached_vision_features_and_gradients():
         cached = {k: v for k, v in batch.items() if k != "pixel_values"}
         assert torch.allclose(emb(cached | {"vision_features": feats}), emb(batch), atol=1e-6)
     emb(batch).sum().backward()
-    assert emb.backbone.multi_modal_projector.linear_1.weight.grad is not None
-    assert emb.pooler.latents.grad is not None
+    assert emb.backbone.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    assert emb.pooler.latents.grad.abs().sum() > 0
 
 
 def test_save_load_keeps_the_fusion(tmp_path):

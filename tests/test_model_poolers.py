@@ -113,11 +113,19 @@ def test_latent_attention_names_follow_nvembed_layout():
         assert want in names
 
 
-def test_mmembed_preset_sizes_without_instantiating():
+def test_mmembed_preset_sizes_on_the_meta_device():
     cfg = LatentAttentionConfig.mmembed()
-    assert (cfg.num_latents, cfg.latent_dim, cfg.heads, cfg.dim_head) == (512, 4096, 8, 4096)
-    assert cfg.heads * cfg.dim_head == 32768  # inner width
-    assert 4096 * cfg.ff_mult * 2 == 32768  # GEGLU input width
+    with torch.device("meta"):  # shapes without memory
+        pooler = LatentAttentionPooler(4096, cfg)
+    shapes = {n: tuple(p.shape) for n, p in pooler.named_parameters()}
+    # DESIGN §2: 512 latents of width 4096; 8 heads of dim 4096 (inner 32768); GEGLU MLP
+    # 4096 -> 32768 -> (16384) -> 4096
+    assert shapes["latents"] == (512, 4096)
+    assert shapes["cross_attend_blocks.0.fn.to_q.weight"] == (32768, 4096)
+    assert shapes["cross_attend_blocks.0.fn.to_kv.weight"] == (2 * 32768, 4096)
+    assert shapes["cross_attend_blocks.0.fn.to_out.weight"] == (4096, 32768)
+    assert shapes["cross_attend_blocks.1.fn.net.0.weight"] == (32768, 4096)
+    assert shapes["cross_attend_blocks.1.fn.net.2.weight"] == (4096, 16384)
 
 
 def test_unknown_pooler_is_named():

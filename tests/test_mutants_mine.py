@@ -43,7 +43,9 @@ class Transparent:
 
 def _pool() -> list[Candidate]:
     return [
-        Candidate(d, "t" if m is Modality.TEXT else None, "i.png" if m is Modality.IMAGE else None, m)
+        Candidate(
+            d, "t" if m is Modality.TEXT else None, "i.png" if m is Modality.IMAGE else None, m
+        )
         for d, m in POOL.items()
     ]
 

@@ -30,6 +30,7 @@ def test_same_size_edit_is_read_again(tmp_path: Path, monkeypatch) -> None:
     again = scan_corpus(root, previous=first)
     assert [c.text for c in again.candidates] == ["note\nthe tan cat"]
     assert [c.did for c in again.candidates] == [c.did for c in first.candidates]  # same item
+
     # size and mtime both unchanged: the old reading is reused without opening the file
     def unread(path):
         raise AssertionError(f"{path} was read again")
@@ -43,9 +44,13 @@ def test_image_edited_in_place_changes_its_content_key(tmp_path: Path) -> None:
     root = tmp_path / "p"
     draw_corpus(root, colours=("red", "blue"))
     ids = {str(root): 20}
-    keys = {os.path.basename(e.source): e.key for e in scan_roots([str(root)], root_ids=ids).entries}
+    keys = {
+        os.path.basename(e.source): e.key for e in scan_roots([str(root)], root_ids=ids).entries
+    }
     Image.new("RGB", (48, 48), (250, 250, 250)).save(root / "blue.png")  # same path, new picture
-    after = {os.path.basename(e.source): e.key for e in scan_roots([str(root)], root_ids=ids).entries}
+    after = {
+        os.path.basename(e.source): e.key for e in scan_roots([str(root)], root_ids=ids).entries
+    }
     assert after["blue.png"] != keys["blue.png"]
     assert {n: k for n, k in after.items() if n != "blue.png"} == {
         n: k for n, k in keys.items() if n != "blue.png"

@@ -8,11 +8,10 @@ import json
 import urllib.parse
 from pathlib import Path
 
+import fastapi  # noqa: F401  (serve extra, installed by CI: a missing one fails, never skips)
 import pytest
-from PIL import Image
-
-pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image
 
 from mmembed.search.library import Library, update_library  # noqa: E402
 from mmembed.search.query import Searcher  # noqa: E402

@@ -238,7 +238,10 @@ def test_train_mine_train_end_to_end(tree, tmp_path):
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tree, tmp_path):
     root, model_dir = tree
+    # 20 warmup steps then linear decay: the checkpoint (step 8 or 16) is mid-warmup, so the
+    # resumed run's learning rates are not constant and must be restored, not recomputed from 0
     common = {"epochs": 12, "save_every": 8, "keep_last": 2}
+    common |= {"optim__warmup_steps": 20, "optim__schedule": "linear"}
     # batches prefetched by 2 threads in the killed and resumed runs; built inline in the reference
     killed_cfg = tmp_path / "killed.yaml"
     killed_cfg.write_text(
@@ -289,6 +292,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tree, tmp_path):
     for a, b in zip(resumed, reference, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), a["step"]
         assert a["lr"] == b["lr"]
+    # logged after step s: the rate of step s + 1 = 1e-3 * (s + 1) / 20 in warmup, then linear
+    want = [1e-3 * ((s + 1) / 20 if s < 20 else 1 - (s - 20) / 28) for s in range(1, 49)]
+    assert [e["lr"] for e in resumed] == pytest.approx(want, rel=1e-9, abs=1e-15)
 
 
 @pytest.mark.slow  # three fresh interpreters (torchrun x2 + one): ~30 s alone, minutes on a busy box
