@@ -41,7 +41,7 @@ def encode(
     from mmembed.index.encode import PLAN, ShardWriter, encode_entries, env_rank
     from mmembed.index.inputs import open_input
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # paths and reasons are never cut
     if merge_only:
         writer = ShardWriter(out)
         if not (out / PLAN).is_file():
