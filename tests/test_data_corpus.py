@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from data_fixtures import noise, png_header_only
 from PIL import Image
-from test_data_images import noise, png_header_only
 from typer.testing import CliRunner
 
 from mmembed.data import corpus, corpus_files

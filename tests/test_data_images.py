@@ -4,11 +4,10 @@ bombs, truncated, corrupt, empty, missing and unreadable files."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from data_fixtures import noise, png_header_only
 from PIL import Image
 
 from mmembed.data import images
@@ -19,28 +18,6 @@ def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
     return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature + IHDR claiming ``width`` x ``height``, with an empty IDAT: what a
-    decompression bomb looks like before anything is decoded (a few dozen bytes)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
-
-
-def noise(w: int = 64, h: int = 64) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
 def test_exif_orientation_is_applied():

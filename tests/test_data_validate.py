@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_data_tree import edit_line, make_tree
+from data_fixtures import edit_line, make_tree
 from typer.testing import CliRunner
 
 from mmembed.data import mbeir

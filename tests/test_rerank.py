@@ -22,7 +22,6 @@ from mmembed.rerank.prompts import (  # noqa: E402
 from mmembed.rerank.scorer import answer_token_id  # noqa: E402
 from mmembed.rerank.testing import tiny_llava_reranker, tiny_text_reranker, tiny_tokenizer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
@@ -82,9 +81,7 @@ def world(tmp_path: Path):
 # --------------------------------------------------------------------------- templates
 
 
-def test_packaged_templates_match_config_copy():
-    packaged = (ROOT / "mmembed" / "rerank" / "mbeir_prompts.yaml").read_bytes()
-    assert packaged == (ROOT / "configs" / "rerank" / "mbeir.yaml").read_bytes()
+def test_packaged_templates_cover_every_task_type():
     prompts = load_prompts()
     assert sorted(prompts.tasks) == [0, 1, 2, 3, 4, 6, 7, 8]
     for t in prompts.tasks.values():

@@ -1,4 +1,4 @@
-"""Readers and writers for every M-BEIR file kind (DESIGN §3): queries, local and global
+"""Readers and writers for every M-BEIR file kind (docs/data.md): queries, local and global
 candidate pools, qrels and the instruction table, plus the directory layout.
 
 Readers stream line by line and check each record's fields; cross-file checks (unknown dids,

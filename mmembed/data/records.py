@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-# M-BEIR task ids (DESIGN §3): (query modality, candidate modality). Id 5 is unused.
+# M-BEIR task ids (docs/data.md): (query modality, candidate modality). Id 5 is unused.
 TASKS: dict[int, tuple[str, str]] = {
     0: ("text", "image"),
     1: ("text", "text"),
@@ -21,7 +21,7 @@ TASKS: dict[int, tuple[str, str]] = {
     8: ("image,text", "image,text"),
 }
 
-# M-BEIR dataset ids (DESIGN §3).
+# M-BEIR dataset ids (docs/data.md).
 DATASETS: dict[str, int] = {
     "VisualNews": 0,
     "Fashion200K": 1,

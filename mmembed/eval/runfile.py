@@ -4,7 +4,7 @@ Knows nothing of models, indexes or metrics."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from mmembed.data.errors import DataError, ErrorLog, report
@@ -66,13 +66,6 @@ def read_run(path: str | Path, errors: ErrorLog | None = None) -> Run:
     for qid, did, rank, score in iter_run(path, errors):
         rows.setdefault(qid, []).append((rank, did, score))
     return {q: [(d, s) for _, d, s in sorted(r, key=lambda t: t[0])] for q, r in rows.items()}
-
-
-def merge_runs(runs: Iterable[Run]) -> Run:
-    out: Run = {}
-    for run in runs:
-        out.update(run)
-    return out
 
 
 class RunWriter:

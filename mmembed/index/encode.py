@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ PLAN = "plan.json"
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
 IDS = "ids.txt"
-_SHARD_RE = re.compile(r"^(\d{6})\.npy$")
 
 
 class EncoderLike(Protocol):

@@ -16,7 +16,7 @@ IMAGE_TOKEN = "<image>"
 
 @dataclass
 class PromptConfig:
-    """How items become prompts (DESIGN §2 defaults are MM-Embed's)."""
+    """How items become prompts (the defaults are MM-Embed's; docs/models.md)."""
 
     instruction_prefix: str = "Instruct: {instruction}\nQuery: "  # masked out of pooling
     query_prefix: str = "Query: "  # used when a query has no instruction (kept in pooling)

@@ -1,4 +1,4 @@
-"""Zero-shot (M)LLM reranking of a run's top k (DESIGN §6): prompts per task type, a True/False
+"""Zero-shot (M)LLM reranking of a run's top k (docs/rerank.md): prompts per task type, a True/False
 scorer over LLaVA-Next or any causal LM, and the run-level pipeline. Imports lazily."""
 
 from __future__ import annotations

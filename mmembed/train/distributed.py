@@ -5,7 +5,6 @@ are passed in, never read from globals. Knows nothing about models or losses."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,23 +23,12 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @classmethod
-    def from_env(cls) -> DistInfo:
-        """From the RANK / WORLD_SIZE variables `accelerate launch` and torchrun set (1 process if unset)."""
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
-
 
 def id64(value: str) -> int:
     """A stable signed int64 for a string id (blake2b), so ids can travel in tensors."""
     return int.from_bytes(
         hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little", signed=True
     )
-
-
-def ids_tensor(values: list[str]) -> torch.Tensor:
-    import torch
-
-    return torch.tensor([id64(v) for v in values], dtype=torch.long)  # (N,)
 
 
 def _sizes(n: int, world_size: int, device: torch.device) -> list[int]:

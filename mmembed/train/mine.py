@@ -1,4 +1,4 @@
-"""Hard-negative mining (DESIGN §4): retrieve the top K for each training query from the training
+"""Hard-negative mining (docs/training.md): retrieve the top K for each training query from the training
 pool with a given model, then keep modality-aware negatives (candidates of the wrong modality for
 the task at any rank; right-modality candidates only beyond a rank threshold), never a positive,
 and drop any scoring above a fraction of the positive's score. Writes M-BEIR query files with
