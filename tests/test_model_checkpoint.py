@@ -4,6 +4,7 @@ shapes, parameter count). The release folder itself is golden-tested in
 test_model_mmembed_release.py against the reference code's own output."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,78 @@ def test_full_size_mmembed_on_meta_device(tmp_path):
     shapes["image_newline"] = (4095,)
     with pytest.raises(WeightsMismatchError, match=r"wrong shape \(1\): image_newline"):
         check_release_names(emb, shapes, source="x")
+
+
+# ---- llava-hf folders: a real transformers 4.43 save, and the 4.5x layout derived from it ------
+LLAVA_443 = Path(__file__).parent / "fixtures" / "mmembed_release" / "llava-hf-4.43"
+LAYOUT_45X = (  # transformers >= 4.52 nests the towers under "model." and lifts the LM head
+    ("language_model.lm_head.", "lm_head."),
+    ("language_model.model.", "model.language_model."),
+    ("vision_tower.", "model.vision_tower."),
+    ("multi_modal_projector.", "model.multi_modal_projector."),
+    ("image_newline", "model.image_newline"),
+)
+
+
+@pytest.mark.parametrize("layout", ["4.43-saved", "4.5x"])
+def test_llava_hf_layouts_load_and_match_the_reference(layout, tmp_path):
+    """A LlavaNextForConditionalGeneration folder saved by transformers 4.43.4 (see the fixture
+    README) loads into the backbone with every weight in place, and gives the hidden states the
+    4.43 model gave: text only (causal) and one image in anyres (tiles + newlines)."""
+    from safetensors.torch import load_file, save_file
+
+    from mmembed.model.llava_next import LlavaNextBackbone, rename
+
+    folder = LLAVA_443
+    stored = load_file(str(LLAVA_443 / "model.safetensors"))
+    assert any(k.startswith("vision_tower.vision_model.") for k in stored)  # the 4.4x layout
+    if layout == "4.5x":
+        folder = tmp_path / "llava-4.5x"
+        folder.mkdir()
+        (folder / "config.json").write_text((LLAVA_443 / "config.json").read_text())
+        save_file({rename(k, LAYOUT_45X): v for k, v in stored.items()}, str(folder / "x.safetensors"))
+    gold = load_file(str(LLAVA_443.parent / "llava-hf-4.43-goldens.safetensors"))
+    image_id = int(gold["image_ids"][0, 2])
+    cfg = {"type": "llava_next", "source": str(folder), "global_only": False, "bidirectional": False}
+    bb, _ = LlavaNextBackbone.build(cfg, pretrained=True, image_token_id=image_id)
+    for k, v in bb.state_dict().items():  # every weight from the file (the table's inverse)
+        assert torch.equal(v, stored[rename(k, (("language_model.", "language_model.model."),
+                                                ("vision_tower.", "vision_tower.vision_model.")))])
+    ids = gold["text_ids"]
+    with torch.no_grad():
+        h = bb(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert torch.allclose(h, gold["text_hidden"], atol=1e-5)
+    ids = gold["image_ids"][0].tolist()
+    n_vis = gold["image_hidden"].shape[1] - (len(ids) - 1)
+    j = ids.index(image_id)
+    expanded = torch.tensor([ids[:j] + [image_id] * n_vis + ids[j + 1 :]])  # (1, L')
+    with torch.no_grad():
+        h = bb(
+            input_ids=expanded,
+            attention_mask=torch.ones_like(expanded),
+            pixel_values=gold["pixel_values"],
+            image_sizes=gold["image_sizes"],
+        )
+    assert torch.allclose(h, gold["image_hidden"], atol=1e-5), (h - gold["image_hidden"]).abs().max()
+    w, hgt = gold["image_sizes"][0].tolist()[::-1]
+    assert bb.image_token_counts([Image.new("RGB", (w, hgt))]) == [n_vis]
+
+
+def test_llava_hf_name_table_both_ways():
+    """Every backbone name survives ours -> 4.4x -> ours, and every layout maps onto ours."""
+    from transformers import LlavaNextConfig
+
+    from mmembed.model.llava_next import (
+        LlavaNextBackbone,
+        normalise_llava_name,
+        rename,
+        to_llava_hf_name,
+    )
+
+    own = set(LlavaNextBackbone(LlavaNextConfig(**tiny_llava_next_config())).state_dict())
+    legacy = {to_llava_hf_name(k) for k in own}
+    assert {normalise_llava_name(k) for k in legacy} == own
+    assert any(k.startswith("vision_tower.vision_model.") for k in legacy)
+    v45 = {rename(k, LAYOUT_45X) for k in legacy} | {"lm_head.weight"}
+    assert {normalise_llava_name(k) for k in v45} - {None} == own
+    assert normalise_llava_name("language_model.lm_head.weight") is None
