@@ -17,6 +17,7 @@ from mmembed.model.testing import byte_tokenizer, tiny_embedder, tiny_llava_next
 
 torch.set_num_threads(1)
 
+
 @pytest.mark.parametrize("kind", ["llava_next", "llava_next_anyres"])
 def test_tiny_llava_next_backbone(kind, tmp_path):
     emb = tiny_embedder(0, kind)
@@ -139,8 +140,14 @@ def release_shapes() -> dict[str, tuple[int, ...]]:
             s[f"{p}{n}.weight"] = s[f"{p}{n}.bias"] = (v,)
         s[p + "mlp.fc1.weight"], s[p + "mlp.fc1.bias"] = (vff, v), (vff,)
         s[p + "mlp.fc2.weight"], s[p + "mlp.fc2.bias"] = (v, vff), (v,)
-    s["multi_modal_projector.linear_1.weight"], s["multi_modal_projector.linear_1.bias"] = (d, v), (d,)
-    s["multi_modal_projector.linear_2.weight"], s["multi_modal_projector.linear_2.bias"] = (d, d), (d,)
+    s["multi_modal_projector.linear_1.weight"], s["multi_modal_projector.linear_1.bias"] = (
+        (d, v),
+        (d,),
+    )
+    s["multi_modal_projector.linear_2.weight"], s["multi_modal_projector.linear_2.bias"] = (
+        (d, d),
+        (d,),
+    )
     s["image_newline"] = (d,)
     s["language_model.embed_tokens.weight"] = (32000, d)
     s["language_model.norm.weight"] = (d,)
@@ -210,7 +217,7 @@ def test_llava_hf_layouts_load_and_match_the_reference(layout, tmp_path):
     4.43 model gave: text only (causal) and one image in anyres (tiles + newlines)."""
     from safetensors.torch import load_file, save_file
 
-    from mmembed.model.llava_next import LlavaNextBackbone, rename
+    from mmembed.model.llava_next import LlavaNextBackbone, rename, to_llava_hf_name
 
     folder = LLAVA_443
     stored = load_file(str(LLAVA_443 / "model.safetensors"))
@@ -219,14 +226,20 @@ def test_llava_hf_layouts_load_and_match_the_reference(layout, tmp_path):
         folder = tmp_path / "llava-4.5x"
         folder.mkdir()
         (folder / "config.json").write_text((LLAVA_443 / "config.json").read_text())
-        save_file({rename(k, LAYOUT_45X): v for k, v in stored.items()}, str(folder / "x.safetensors"))
+        save_file(
+            {rename(k, LAYOUT_45X): v for k, v in stored.items()}, str(folder / "x.safetensors")
+        )
     gold = load_file(str(LLAVA_443.parent / "llava-hf-4.43-goldens.safetensors"))
     image_id = int(gold["image_ids"][0, 2])
-    cfg = {"type": "llava_next", "source": str(folder), "global_only": False, "bidirectional": False}
+    cfg = {
+        "type": "llava_next",
+        "source": str(folder),
+        "global_only": False,
+        "bidirectional": False,
+    }
     bb, _ = LlavaNextBackbone.build(cfg, pretrained=True, image_token_id=image_id)
     for k, v in bb.state_dict().items():  # every weight from the file (the table's inverse)
-        assert torch.equal(v, stored[rename(k, (("language_model.", "language_model.model."),
-                                                ("vision_tower.", "vision_tower.vision_model.")))])
+        assert torch.equal(v, stored[to_llava_hf_name(k)])
     ids = gold["text_ids"]
     with torch.no_grad():
         h = bb(input_ids=ids, attention_mask=torch.ones_like(ids))
@@ -242,7 +255,9 @@ def test_llava_hf_layouts_load_and_match_the_reference(layout, tmp_path):
             pixel_values=gold["pixel_values"],
             image_sizes=gold["image_sizes"],
         )
-    assert torch.allclose(h, gold["image_hidden"], atol=1e-5), (h - gold["image_hidden"]).abs().max()
+    assert torch.allclose(h, gold["image_hidden"], atol=1e-5), (
+        (h - gold["image_hidden"]).abs().max()
+    )
     w, hgt = gold["image_sizes"][0].tolist()[::-1]
     assert bb.image_token_counts([Image.new("RGB", (w, hgt))]) == [n_vis]
 

@@ -116,15 +116,11 @@ def mmembed_config(path: Path, *, retriever: str | Path | None = None) -> Embedd
             "config builds the language model; pass retriever=... to load_mmembed"
         )
     retr, _where = _release.resolve_retriever(ref, path)
-    fields = _release.release_config(
-        path, raw, retr, _read_json(path / "preprocessor_config.json")
-    )
+    fields = _release.release_config(path, raw, retr, _read_json(path / "preprocessor_config.json"))
     return EmbedderConfig(**fields)
 
 
-def check_release_names(
-    emb: Embedder, shapes: dict[str, tuple[int, ...]], *, source: str
-) -> None:
+def check_release_names(emb: Embedder, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
     """Every Embedder weight must be in ``shapes`` (published names) with the same shape, and
     every published name must map to an Embedder weight; all problems in one error."""
     own = {to_checkpoint_name(k): tuple(v.shape) for k, v in emb.state_dict().items()}

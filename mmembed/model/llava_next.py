@@ -256,7 +256,7 @@ def load_llava_weights(module: LlavaNextBackbone, source: str) -> None:
     shapes: dict[str, tuple[int, ...]] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as h:
-            for name in h.keys():
+            for name in h.keys():  # noqa: SIM118 (safe_open is not iterable)
                 new = normalise_llava_name(name)
                 if new is not None:
                     where[new] = (f, name)
