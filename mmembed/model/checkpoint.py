@@ -1,6 +1,7 @@
-"""Loading a checkpoint in the published MM-Embed layout (LLaVA-Next config json + sharded
-safetensors + index json; weight names of DESIGN §2) into an Embedder, without
-trust_remote_code and without unpickling. Knows nothing of hubs: the folder must be local."""
+"""Loading a checkpoint in the published MM-Embed layout (LLaVA-Next config json naming the
+NV-Embed retriever + sharded safetensors + index json; weight names of DESIGN §2) into an
+Embedder, shard by shard in the target dtype, without trust_remote_code and without unpickling.
+The folder must be local; only the retriever's config.json may come from the hub cache."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 
+from mmembed.model import mmembed_release as _release
 from mmembed.model.embedder import (
     Embedder,
     EmbedderConfig,
@@ -20,32 +22,22 @@ from mmembed.model.embedder import (
 )
 
 INDEX_NAME = "model.safetensors.index.json"
-POOLER_PREFIX = "latent_attention_model."
-BACKBONE_PREFIXES = ("vision_tower.", "multi_modal_projector.", "image_newline", "language_model.")
 # Non-persistent buffers some exports carry; they are rebuilt by the model and safe to ignore.
 IGNORABLE_SUFFIXES = ("rotary_emb.inv_freq", "embeddings.position_ids")
-# Config keys that belong to the wrapper, not to LlavaNextConfig.
-WRAPPER_KEYS = (
-    "retriever",
-    "global_image_patch_only",
-    "latent_attention_config",
-    "auto_map",
-    "architectures",
-)
 
 
 def to_embedder_name(name: str) -> str:
-    """Published weight name -> Embedder state-dict name."""
-    if name.startswith(POOLER_PREFIX):
-        return "pooler." + name[len(POOLER_PREFIX) :]
-    return "backbone." + name
+    """Published weight name -> Embedder state-dict name (mmembed_release.RELEASE_NAMES);
+    unknown prefixes pass through prefixed with ``?`` so they are reported as unexpected."""
+    return _release.to_embedder_name(name) or "?" + name
 
 
 def to_checkpoint_name(name: str) -> str:
     """Embedder state-dict name -> published weight name."""
-    if name.startswith("pooler."):
-        return POOLER_PREFIX + name[len("pooler.") :]
-    return name[len("backbone.") :]
+    out = _release.to_release_name(name)
+    if out is None:
+        raise KeyError(f"{name}: no published name (not a backbone or pooler weight)")
+    return out
 
 
 def read_index(path: Path) -> dict[str, str]:
@@ -88,58 +80,70 @@ def iter_tensors(path: Path, weight_map: dict[str, str]) -> Iterator[tuple[str, 
                 yield name, f.get_tensor(name)
 
 
-def _shape(path: Path, weight_map: dict[str, str], name: str) -> tuple[int, ...] | None:
-    """A tensor's shape from the shard header (None when the name is absent: reported later)."""
+def read_shapes(path: Path, weight_map: dict[str, str]) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from the shard headers (no tensor data is read)."""
     from safetensors import safe_open
 
-    if name not in weight_map:
-        return None
-    with safe_open(str(path / weight_map[name]), framework="pt") as f:
-        return tuple(f.get_slice(name).get_shape())
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(name)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for shard, names in sorted(by_shard.items()):
+        with safe_open(str(path / shard), framework="pt") as f:
+            present = set(f.keys())
+            for name in names:
+                if name in present:
+                    shapes[name] = tuple(f.get_slice(name).get_shape())
+    return shapes
 
 
-def mmembed_config(path: Path, weight_map: dict[str, str]) -> EmbedderConfig:
-    """An EmbedderConfig for the folder: LLaVA-Next backbone, bidirectional LM, latent attention
-    with sizes read from the weights (heads from ``latent_attention_config`` or 8), MM-Embed prompts."""
-    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    hf = {k: v for k, v in raw.items() if k not in WRAPPER_KEYS}
-    text = dict(hf.get("text_config") or {})
-    text.setdefault("model_type", "mistral")
-    embed = _shape(path, weight_map, "language_model.embed_tokens.weight")
-    if embed is not None:
-        text["vocab_size"] = embed[0]  # NV-Embed's matrix has 32000 rows; added ids are remapped
-    hf["text_config"] = text
-    dim = int(text.get("hidden_size", 4096))
-    la = raw.get("latent_attention_config") or {}
-    heads = int(la.get("num_cross_heads", 8))
-    latents = _shape(path, weight_map, POOLER_PREFIX + "latents")
-    kv = _shape(path, weight_map, POOLER_PREFIX + "cross_attend_blocks.0.fn.to_kv.weight")
-    ff = _shape(path, weight_map, POOLER_PREFIX + "cross_attend_blocks.1.fn.net.0.weight")
-    latent_dim = latents[1] if latents else (kv[1] if kv else int(la.get("latent_dim", 4096)))
-    inner = kv[0] // 2 if kv else heads * int(la.get("cross_dim_head", 4096))
-    latent = {
-        "num_latents": latents[0] if latents else int(la.get("num_latents_value", 512)),
-        "latent_dim": latent_dim,
-        "heads": heads,
-        "dim_head": inner // heads,
-        "ff_mult": ff[0] // (2 * dim) if ff else 4,
-    }
-    return EmbedderConfig(
-        name=path.name,
-        backbone={
-            "type": "llava_next",
-            "hf_config": hf,
-            "global_only": bool(raw.get("global_image_patch_only", True)),
-            "bidirectional": True,
-        },
-        pooler={"type": "latent_attention", "latent": latent},
-        prompt={
-            "max_length": 512,
-            "append_eos": True,
-            "padding_side": "right",
-            "exclude_instruction": True,
-        },
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def mmembed_config(path: Path, *, retriever: str | Path | None = None) -> EmbedderConfig:
+    """An EmbedderConfig for a release folder, every value from where the reference reads it
+    (mmembed_release.release_config). ``retriever`` overrides config.json's ``retriever``."""
+    raw = _read_json(path / "config.json")
+    if not raw:
+        raise FileNotFoundError(f"{path / 'config.json'}: missing; an MM-Embed folder has one")
+    ref = str(retriever) if retriever is not None else raw.get("retriever")
+    if not ref:
+        raise ValueError(
+            f"{path / 'config.json'}: no 'retriever' entry naming the NV-Embed model whose "
+            "config builds the language model; pass retriever=... to load_mmembed"
+        )
+    retr, _where = _release.resolve_retriever(ref, path)
+    fields = _release.release_config(path, raw, retr, _read_json(path / "preprocessor_config.json"))
+    return EmbedderConfig(**fields)
+
+
+def check_release_names(emb: Embedder, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
+    """Every Embedder weight must be in ``shapes`` (published names) with the same shape, and
+    every published name must map to an Embedder weight; all problems in one error."""
+    own = {to_checkpoint_name(k): tuple(v.shape) for k, v in emb.state_dict().items()}
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(n for n in set(shapes) - set(own) if not n.endswith(IGNORABLE_SUFFIXES))
+    wrong = sorted(
+        f"{n}: checkpoint {shapes[n]} vs config {own[n]}"
+        for n in set(own) & set(shapes)
+        if tuple(shapes[n]) != own[n]
     )
+    if missing or unexpected or wrong:
+        parts = [f"{source}: the checkpoint does not match the MM-Embed layout"]
+        if missing:
+            parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
+        if unexpected:
+            parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
+        if wrong:
+            parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
+        parts.append(
+            "weight names must follow DESIGN §2 (vision_tower.vision_model., "
+            "multi_modal_projector., image_newline, language_model., latent_attention_model.)"
+        )
+        raise WeightsMismatchError("\n  ".join(parts))
 
 
 @contextlib.contextmanager
@@ -152,46 +156,50 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
+def load_mmembed_tokenizer(path: Path) -> Any:
+    """The folder's tokenizer.json taken as written (transformers 5's LlamaTokenizer rebuilds the
+    pre-tokenizer and would split words differently from the reference's 4.43 fast tokenizer)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if (path / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))
+
+
 def load_mmembed(
-    path: str | Path, *, tokenizer: Any = None, device: Any = None, dtype: Any = None
+    path: str | Path,
+    *,
+    tokenizer: Any = None,
+    device: Any = None,
+    dtype: Any = None,
+    retriever: str | Path | None = None,
 ) -> Embedder:
-    """An Embedder from a local MM-Embed-layout folder. Every missing or unexpected weight is
-    listed in one WeightsMismatchError. The tokenizer comes from the folder unless given."""
-    from transformers import AutoTokenizer
+    """An Embedder from a local MM-Embed-layout folder. The model is built in the target dtype
+    and filled one shard at a time (an 8B folder in bf16 never holds an fp32 copy). Every
+    missing, unexpected or mis-shaped weight is listed in one WeightsMismatchError. The tokenizer
+    comes from the folder unless given; ``retriever`` overrides config.json's entry."""
     from transformers.initialization import no_init_weights
 
     path = Path(path)
     weight_map = read_index(path)
-    cfg = mmembed_config(path, weight_map)
+    cfg = mmembed_config(path, retriever=retriever)
     if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = load_mmembed_tokenizer(path)
     dev, dt = resolve_device_dtype(device, dtype)
     with no_init_weights(), default_dtype(dt):
         emb = Embedder.build(cfg, tokenizer=tokenizer, pretrained=False)
-    own = {to_checkpoint_name(k) for k in emb.state_dict()}
-    names = set(weight_map)
-    missing = sorted(own - names)
-    unexpected = sorted(n for n in names - own if not n.endswith(IGNORABLE_SUFFIXES))
-    if missing or unexpected:
-        parts = [f"{path}: the checkpoint does not match the MM-Embed layout"]
-        if missing:
-            parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
-        if unexpected:
-            parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
-        parts.append(
-            "weight names must follow DESIGN §2 (vision_tower., multi_modal_projector., image_newline, language_model., latent_attention_model.)"
+    image_index = cfg.backbone["hf_config"].get("image_token_index")
+    if image_index is not None and int(image_index) != emb.image_token_id:
+        raise ValueError(
+            f"{path}: config.json's image_token_index {image_index} is not the tokenizer's "
+            f"<image> id {emb.image_token_id}"
         )
-        raise WeightsMismatchError("\n  ".join(parts))
+    check_release_names(emb, read_shapes(path, weight_map), source=str(path))
     params = emb.state_dict()
     with torch.no_grad():
         for name, tensor in iter_tensors(path, weight_map):
-            if name not in own:
-                continue
-            target = params[to_embedder_name(name)]
-            if tuple(target.shape) != tuple(tensor.shape):
-                raise WeightsMismatchError(
-                    f"{path}: {name} has shape {tuple(tensor.shape)}, the config implies {tuple(target.shape)}"
-                )
-            target.copy_(tensor)
+            key = to_embedder_name(name)
+            if key in params:
+                params[key].copy_(tensor)  # cast to the target dtype tensor by tensor
     emb._fp = None
-    return emb.to(device=dev, dtype=dt).eval()
+    return emb.to(device=dev).eval()

@@ -245,13 +245,14 @@ class Embedder(nn.Module):
             instructions = [None] * n
         if len(instructions) != n:
             raise ValueError(f"{len(instructions)} instructions for {n} items")
-        prompts, instr_chars = [], []
+        prompts, instr_chars, skips = [], [], []
         for it, ins in zip(items, instructions, strict=True):
             p, k = format_prompt(
                 it.text, it.image is not None, instruction=ins, is_query=is_query, cfg=self.prompt
             )
             prompts.append(p)
             instr_chars.append(k)
+            skips.append(self._reference_skip(p))
         enc = self.tokenizer(
             prompts,
             add_special_tokens=True,
@@ -283,6 +284,7 @@ class Embedder(nn.Module):
                 enc["special_tokens_mask"][i],
                 instr_chars[i],
                 counts[i],
+                skips[i],
             )
             rows.append(ids)
             instr_lens.append(k)
@@ -309,8 +311,23 @@ class Embedder(nn.Module):
             batch.update(self.backbone.preprocess_images(images))
         return batch
 
+    def _reference_skip(self, prompt: str) -> int | None:
+        """Leading positions left out of pooling by MM-Embed's rule (prompt.instruction_mask
+        "reference"), else None (the instruction's tokens are found by character offsets)."""
+        if self.prompt.instruction_mask != "reference":
+            return None
+        from mmembed.model.mmembed_release import reference_pool_skip
+
+        return reference_pool_skip(self.tokenizer, prompt, append_eos=self.prompt.append_eos)
+
     def _finish_ids(
-        self, ids: list[int], offsets: list, special: list[int], instr_chars: int, n_visual: int
+        self,
+        ids: list[int],
+        offsets: list,
+        special: list[int],
+        instr_chars: int,
+        n_visual: int,
+        skip: int | None = None,
     ) -> tuple[list[int], int]:
         """Truncate to max_length (text tokens), append EOS, expand the image token; returns the
         ids and the number of leading instruction tokens (leading specials included)."""
@@ -339,7 +356,7 @@ class Embedder(nn.Module):
             )
             if n_instr > j:
                 n_instr += m - 1
-        return ids, min(n_instr, len(ids))
+        return ids, min(n_instr if skip is None else skip, len(ids))
 
     def _load_images(self, sources: list, labels: list, executor: Executor | None) -> list:
         def one(args: tuple) -> Any:

@@ -26,6 +26,11 @@ class PromptConfig:
     append_eos: bool = True  # append the tokeniser's EOS if it did not end the sequence
     padding_side: str = "right"
     exclude_instruction: bool = True
+    # "tokens": leave out of pooling the tokens that cover the instruction prefix's characters;
+    # "reference": MM-Embed's rule, len(tokenizer(text before "\nQuery: ")) leading positions
+    # (mmembed_release.reference_pool_skip), for checkpoints loaded from the release layout.
+    instruction_mask: str = "tokens"
+    strip_instruction: bool = True  # False: the instruction verbatim, and "" still adds the prefix
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,8 +56,9 @@ def format_prompt(
     body = (cfg.image_text if has_image else "") + (text or "")
     if not is_query:
         return cfg.candidate_prefix + body, 0
-    if instruction:
-        prefix = cfg.instruction_prefix.format(instruction=instruction.strip())
+    if instruction if cfg.strip_instruction else instruction is not None:
+        text_ins = instruction.strip() if cfg.strip_instruction else instruction
+        prefix = cfg.instruction_prefix.format(instruction=text_ins)
         return prefix + body, (len(prefix) if cfg.exclude_instruction else 0)
     return cfg.query_prefix + body, 0
 
