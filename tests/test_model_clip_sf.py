@@ -171,7 +171,9 @@ def test_uniir_texts_and_tokens_match(uniir, uniir_model):
     _, cases, golden = uniir
     m = uniir_model
     rows = {
-        "queries_instruct": [(q["query_txt"], cases["instruction"], True) for q in cases["queries"]],
+        "queries_instruct": [
+            (q["query_txt"], cases["instruction"], True) for q in cases["queries"]
+        ],
         "queries_plain": [(q["query_txt"], None, True) for q in cases["queries"]],
         "candidates": [(c["txt"], None, False) for c in cases["candidates"]],
     }
@@ -255,8 +257,12 @@ def fake_hub(monkeypatch, tmp_path):
     )
     monkeypatch.setattr(open_clip, "list_pretrained_tags_by_model", lambda a: ["fake"])
     tag_cfg = {"hf_hub": "nobody/fake/", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
-    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda a, t: tag_cfg if t == "fake" else {})
-    monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, **k: str(tmp_path / "fake.bin"))
+    monkeypatch.setattr(
+        open_clip, "get_pretrained_cfg", lambda a, t: tag_cfg if t == "fake" else {}
+    )
+    monkeypatch.setattr(
+        open_clip, "download_pretrained", lambda cfg, **k: str(tmp_path / "fake.bin")
+    )
     return src
 
 

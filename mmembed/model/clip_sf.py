@@ -84,7 +84,9 @@ class ClipScoreFusion(nn.Module):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
         if text_format not in TEXT_FORMATS:
-            raise ValueError(f"text_format {text_format!r}: choose one of {', '.join(TEXT_FORMATS)}")
+            raise ValueError(
+                f"text_format {text_format!r}: choose one of {', '.join(TEXT_FORMATS)}"
+            )
         oc = _open_clip()
         self.model_cfg = model_cfg
         self.name = name
@@ -156,7 +158,8 @@ class ClipScoreFusion(nn.Module):
         n = len(items)
         instructions = list(instructions) if instructions is not None else [None] * n
         texts = [
-            self.text_of(it.text, ins, is_query) for it, ins in zip(items, instructions, strict=True)
+            self.text_of(it.text, ins, is_query)
+            for it, ins in zip(items, instructions, strict=True)
         ]
         has_text = torch.tensor([bool(t) for t in texts])
         has_image = torch.tensor([it.image is not None for it in items])
@@ -250,7 +253,9 @@ def save_uniir_checkpoint(model: ClipScoreFusion, path: str | Path) -> None:
     UniIR's CLIPScoreFusion loads for the same OpenAI CLIP architecture."""
     from mmembed.model.clip_sf_checkpoint import to_uniir_state
 
-    state = {k: v.detach().cpu().float().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().cpu().float().contiguous().clone() for k, v in model.state_dict().items()
+    }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": to_uniir_state(state)}, str(path))
 
