@@ -138,6 +138,28 @@ def test_beir_cli_with_a_real_tiny_model(tmp_path):
         ideal = sorted(data.qrels[qid].values(), reverse=True)
         want.append(dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal)))
     assert out["nDCG@10"] == pytest.approx(float(np.mean(want)), abs=1e-4)
+    assert out["ignore_identical_ids"] is True and out["drop_no_relevant"] is False
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "beir",
+            "--data",
+            str(root),
+            "--model",
+            str(tmp_path / "model"),
+            "--out",
+            str(tmp_path / "out2"),
+            "--no-progress",
+            "--identical-ids",
+            "keep",
+            "--no-relevant",
+            "drop",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "out2" / "beir_test.json").read_text())
+    assert out["ignore_identical_ids"] is False and out["drop_no_relevant"] is True
 
 
 @pytest.mark.slow
@@ -158,3 +180,69 @@ def test_mteb_adapter_matches_our_metrics(tmp_path):
     assert scores["ndcg_at_10"] == pytest.approx(ours["nDCG@10"], abs=1e-4)
     assert scores["mrr_at_10"] == pytest.approx(ours["MRR@10"], abs=1e-4)
     assert scores["recall_at_100"] == pytest.approx(ours["Recall@100"], abs=1e-4)
+
+
+def _with_query_id_in_corpus(root: Path) -> Path:
+    """q1's own id is a corpus document that q1 retrieves first."""
+    with open(root / "corpus.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "q1", "title": "", "text": "apple"}) + "\n")
+    return root
+
+
+def test_identical_ids_are_ignored_as_beir_does(tmp_path):
+    """BEIR's EvaluateRetrieval drops a hit whose id is the query's (ignore_identical_ids=True
+    by default); mteb's default keeps it. eval beir follows BEIR and can keep it."""
+    root = _with_query_id_in_corpus(beir_dir(tmp_path / "b"))
+    res = evaluate_beir(root, WordEncoder(), out_dir=tmp_path / "o1", show_progress=False)
+    # q1 "apple": q1 (cos 1, dropped), d2 (cos 1), d1 -> d1 at rank 2, as without the copy
+    assert res["MRR@10"] == pytest.approx((0.5 + 1.0) / 2) and res["ignore_identical_ids"]
+    kept = evaluate_beir(
+        root,
+        WordEncoder(),
+        out_dir=tmp_path / "o2",
+        show_progress=False,
+        ignore_identical_ids=False,
+    )
+    # kept: q1 and d2 tie at cos 1 (ranked by id, descending: q1 first), d1 third
+    assert kept["MRR@10"] == pytest.approx((1 / 3 + 1.0) / 2)
+
+
+@pytest.mark.slow
+def test_mteb_adapter_agrees_when_the_corpus_holds_the_query(tmp_path):
+    import mteb  # needs: pip install mteb (or mmembed[dev]); fails loudly when missing
+
+    from mmembed.eval.mteb_adapter import MTEBEncoder, beir_task
+
+    root = _with_query_id_in_corpus(beir_dir(tmp_path / "b"))
+    for ignore in (True, False):
+        ours = evaluate_beir(
+            root,
+            WordEncoder(),
+            out_dir=tmp_path / f"out{ignore}",
+            show_progress=False,
+            ignore_identical_ids=ignore,
+        )
+        result = mteb.evaluate(
+            MTEBEncoder(WordEncoder(), name="test/words"),
+            beir_task(root, ignore_identical_ids=ignore),
+            cache=None,
+            show_progress_bar=False,
+        )
+        scores = result.task_results[0].scores["test"][0]
+        assert scores["ndcg_at_10"] == pytest.approx(ours["nDCG@10"], abs=1e-4), ignore
+        assert scores["mrr_at_10"] == pytest.approx(ours["MRR@10"], abs=1e-4), ignore
+
+
+def test_query_judged_all_zero_counts_as_zero(tmp_path):
+    """BEIR / pytrec_eval average over every judged query: one whose judgements are all 0
+    scores 0 and stays in the mean (--no-relevant drop leaves it out)."""
+    root = beir_dir(tmp_path / "b")
+    with open(root / "qrels" / "test.tsv", "a") as f:
+        f.write("q3\td2\t0\n")
+    res = evaluate_beir(root, WordEncoder(), out_dir=tmp_path / "o1", show_progress=False)
+    assert res["queries"] == 3 and res["queries_without_relevant"] == 1
+    assert res["MRR@10"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    dropped = evaluate_beir(
+        root, WordEncoder(), out_dir=tmp_path / "o2", show_progress=False, drop_no_relevant=True
+    )
+    assert dropped["queries"] == 2 and dropped["MRR@10"] == pytest.approx((0.5 + 1.0) / 2)

@@ -358,3 +358,25 @@ def test_cli_config_fills_options_left_at_defaults(tmp_path):
     # the error box wraps at the terminal's width: compare words, not lines
     words = " ".join(res.output.replace("│", " ").split())
     assert res.exit_code != 0 and "unknown key" in words
+
+
+def test_graded_qrels_count_as_positive_as_uniir_reads_them(tmp_path):
+    """UniIR's load_qrel keeps a line when int(relevance) > 0; grade 2 is a positive, 0 and -1
+    are not. positives="one" keeps only grade 1 (mmembed's rule before issue 13)."""
+    from mmembed.data.mbeir import read_qrels
+    from mmembed.eval.mbeir import load_task
+
+    root = toy_tree(tmp_path / "data")
+    tasks = discover(root)
+    vn = tasks[0]
+    # query 0:2's hand-run top-1 is 7:0 and rank 2 is 0:5: judge 0:5 grade 2, 7:0 grade 0
+    with open(vn.qrels_file, "a") as f:
+        f.write("0:2 0 0:5 2 0\n0:2 0 7:0 0 0\n0:3 0 0:4 -1 0\n")
+    assert read_qrels(vn.qrels_file)["0:2"] == {"0:3", "0:5"}
+    assert read_qrels(vn.qrels_file, positives="one")["0:2"] == {"0:3"}
+    assert load_task(vn).positives[2] == {"0:3", "0:5"}
+    with pytest.raises(ValueError, match="choose one of positive, one"):
+        read_qrels(vn.qrels_file, positives="two")
+    results = score_run(read_run_ids(hand_run(tmp_path / "hand.trec")), tasks, "hand")
+    # by hand: 0:0 hit@1, 0:1 hit@5, 0:2 now hit@2 (0:5, grade 2), 0:3 unanswered
+    assert results[0].recall == pytest.approx({"R@1": 25.0, "R@5": 75.0, "R@10": 75.0})

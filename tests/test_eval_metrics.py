@@ -3,7 +3,9 @@ BEIR nDCG@10 / Recall@100 / MRR@10 against hand computation, streaming top-k vs 
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,11 +111,62 @@ def test_beir_metrics_by_hand():
     run = {"q1": ranked, "q2": ["q2", "z", "y"], "q3": []}
     qrels = {"q1": grades, "q2": {"y": 1}, "q3": {"x": 1}, "q4": {"x": 0}}
     scores = beir_scores(run, qrels)
-    # q2: the identical id is dropped, y moves to rank 2; q3 retrieves nothing; q4 has no relevant
+    # q2: the identical id is dropped, y moves to rank 2; q3 retrieves nothing; q4 has no
+    # relevant document: it scores 0 and counts in the mean, as pytrec_eval and BEIR count it
     q2_ndcg = (1 / math.log2(3)) / 1.0
-    assert scores["queries"] == 3
-    assert scores["nDCG@10"] == pytest.approx((dcg / idcg + q2_ndcg + 0) / 3)
-    assert scores["MRR@10"] == pytest.approx((0.5 + 0.5 + 0) / 3)
-    assert scores["Recall@100"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert scores["queries"] == 4 and scores["queries_without_relevant"] == 1
+    assert scores["nDCG@10"] == pytest.approx((dcg / idcg + q2_ndcg + 0 + 0) / 4)
+    assert scores["MRR@10"] == pytest.approx((0.5 + 0.5 + 0 + 0) / 4)
+    assert scores["Recall@100"] == pytest.approx((2 / 3 + 1 + 0 + 0) / 4)
     kept = beir_scores(run, qrels, ignore_identical_ids=False)
-    assert kept["MRR@10"] == pytest.approx((0.5 + 1 / 3) / 3)
+    assert kept["MRR@10"] == pytest.approx((0.5 + 1 / 3) / 4)
+    dropped = beir_scores(run, qrels, drop_no_relevant=True)  # the option: leave q4 out
+    assert dropped["queries"] == 3
+    assert dropped["MRR@10"] == pytest.approx((0.5 + 0.5 + 0) / 3)
+
+
+def test_ties_ranked_as_pytrec_eval_ranks_them():
+    """trec_eval orders a run by score descending, then document id descending."""
+    from mmembed.eval.metrics import trec_order
+
+    assert trec_order({"a": 0.5, "c": 0.5, "b": 0.5, "z": 0.1, "y": 0.9}) == [
+        "y",
+        "c",
+        "b",
+        "a",
+        "z",
+    ]
+    qrels = {"q": {"b": 1}}
+    # all tied: b ranks 2nd behind c (by hand: MRR 1/2, nDCG 1/log2(3))
+    s = beir_scores({"q": {"a": 0.5, "b": 0.5, "c": 0.5}}, qrels)
+    assert s["MRR@10"] == pytest.approx(0.5)
+    assert s["nDCG@10"] == pytest.approx(1 / math.log2(3))
+    # a ranked list is taken as given
+    assert beir_scores({"q": ["b", "a", "c"]}, qrels)["MRR@10"] == 1.0
+
+
+GOLDEN = Path(__file__).parent / "fixtures" / "beir_scoring" / "golden.json"
+
+
+@pytest.mark.parametrize("ignore", [True, False])
+def test_beir_scores_match_pytrec_eval_and_beir(ignore):
+    """Golden from pytrec_eval and BEIR's EvaluateRetrieval (tests/fixtures/beir_scoring):
+    graded judgements, queries whose judgements are all 0, an empty result list, tied scores
+    and corpora holding the query's own id."""
+    g = json.loads(GOLDEN.read_text())
+    qrels, run = g["qrels"], g["run"]
+    ref = g["pytrec_eval"]["ignore_identical_ids" if ignore else "keep_identical_ids"]
+    assert set(ref) == set(qrels)  # every query evaluated, the all-zero ones included
+    for q in qrels:  # per query: nDCG@10, Recall@100, reciprocal rank (runs hold <= 10 docs)
+        one = beir_scores({q: run[q]}, {q: qrels[q]}, ignore_identical_ids=ignore)
+        assert one["nDCG@10"] == pytest.approx(ref[q]["ndcg_cut_10"], abs=1e-12), q
+        assert one["Recall@100"] == pytest.approx(ref[q]["recall_100"], abs=1e-12), q
+        assert one["MRR@10"] == pytest.approx(ref[q]["recip_rank"], abs=1e-12), q
+    s = beir_scores(run, qrels, ignore_identical_ids=ignore)
+    all_zero = [q for q, gr in qrels.items() if not any(v > 0 for v in gr.values())]
+    assert s["queries"] == len(qrels) and s["queries_without_relevant"] == len(all_zero) == 5
+    for ours, theirs in (("nDCG@10", "ndcg_cut_10"), ("Recall@100", "recall_100")):
+        assert s[ours] == pytest.approx(np.mean([ref[q][theirs] for q in ref]), abs=1e-12)
+    if ignore:  # BEIR's own means (rounded to 5 decimals by BEIR)
+        assert s["nDCG@10"] == pytest.approx(g["beir"]["NDCG@10"], abs=5e-6)
+        assert s["Recall@100"] == pytest.approx(g["beir"]["Recall@100"], abs=5e-6)

@@ -399,10 +399,18 @@ def read_pool(path: str | Path, errors: ErrorLog | None = None) -> Iterator[Cand
         yield Candidate.from_json(obj)
 
 
+# Which qrels lines are positives: "positive" = relevance > 0, as UniIR's evaluation reads them
+# (int(rel) > 0); "one" = relevance exactly 1 (mmembed before issue 13).
+QRELS_RULES = ("positive", "one")
+
+
 def iter_qrels(
-    path: str | Path, errors: ErrorLog | None = None
+    path: str | Path, errors: ErrorLog | None = None, *, positives: str = "positive"
 ) -> Iterator[tuple[int, str, str, int]]:
-    """Yield (line, qid, did, task_id) for each positive in a qrels file ``qid 0 did 1 task_id``."""
+    """Yield (line, qid, did, task_id) for each positive in a qrels file ``qid 0 did 1 task_id``;
+    ``positives`` picks the rule (QRELS_RULES), UniIR's by default."""
+    if positives not in QRELS_RULES:
+        raise ValueError(f"positives={positives!r}: choose one of {', '.join(QRELS_RULES)}")
     path = Path(path)
     # errors="replace": a bad byte becomes U+FFFD and fails the id check on its own line.
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -450,15 +458,18 @@ def iter_qrels(
                     ),
                 )
                 continue
-            if rel != "1":
-                continue  # M-BEIR qrels list positives only; keep any other grade out of the hit set
+            grade = int(rel)
+            if (grade != 1) if positives == "one" else (grade <= 0):
+                continue  # not a positive: kept out of the hit set
             yield lineno, qid, did, int(task)
 
 
-def read_qrels(path: str | Path, errors: ErrorLog | None = None) -> dict[str, set[str]]:
-    """qid -> set of positive dids."""
+def read_qrels(
+    path: str | Path, errors: ErrorLog | None = None, *, positives: str = "positive"
+) -> dict[str, set[str]]:
+    """qid -> set of positive dids (relevance > 0 as UniIR, or ``positives="one"``)."""
     qrels: dict[str, set[str]] = {}
-    for _, qid, did, _ in iter_qrels(path, errors):
+    for _, qid, did, _ in iter_qrels(path, errors, positives=positives):
         qrels.setdefault(qid, set()).add(did)
     return qrels
 

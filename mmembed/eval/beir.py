@@ -137,8 +137,14 @@ def evaluate_beir(
     batch_size: int = 32,
     factory: str = "Flat",
     show_progress: bool = True,
+    ignore_identical_ids: bool = True,
+    drop_no_relevant: bool = False,
 ) -> dict[str, Any]:
-    """Encode corpus and queries (resumable cache under ``out_dir``), search top-k, score."""
+    """Encode corpus and queries (resumable cache under ``out_dir``), search top-k, score as
+    BEIR does (``beir_scores``: ties as pytrec_eval breaks them, all-zero queries count as 0;
+    a retrieved document with the query's own id is dropped unless ``ignore_identical_ids`` is
+    False -- BEIR's default; mteb's default is False, set True per task where corpora hold
+    the queries)."""
     from mmembed.eval.metrics import beir_scores
     from mmembed.eval.runfile import RunWriter
     from mmembed.index import Index
@@ -185,11 +191,21 @@ def evaluate_beir(
     )
     scores, labels = index.search_labels(qemb, k)
     ranked = index.ids_of(labels)
-    run = dict(zip(qids, ranked, strict=True))
+    # {doc: score}: beir_scores ranks ties as pytrec_eval does
+    run = {
+        q: dict(zip(row, s[: len(row)].tolist(), strict=True))
+        for q, row, s in zip(qids, ranked, scores, strict=True)
+    }
     with RunWriter(out / f"beir_{split}.trec", tag="mmembed") as w:
         for q, row, s in zip(qids, ranked, scores, strict=True):
             w.add(q, row, s[: len(row)].tolist())
-    result = beir_scores(run, data.qrels, recall_k=k if k < 100 else 100)
+    result = beir_scores(
+        run,
+        data.qrels,
+        recall_k=k if k < 100 else 100,
+        ignore_identical_ids=ignore_identical_ids,
+        drop_no_relevant=drop_no_relevant,
+    )
     result.update(
         {
             "data": str(root),
@@ -197,6 +213,8 @@ def evaluate_beir(
             "corpus": len(docs),
             "fingerprint": encoder.fingerprint,
             "instruction": instruction,
+            "ignore_identical_ids": ignore_identical_ids,
+            "drop_no_relevant": drop_no_relevant,
             "skipped_records": len(errors),
         }
     )

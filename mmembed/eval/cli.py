@@ -183,6 +183,16 @@ def beir(
     ),
     batch_size: int = typer.Option(32, min=1),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    identical_ids: str = typer.Option(
+        "ignore",
+        "--identical-ids",
+        help="'ignore' a hit whose id is the query's (BEIR's default) or 'keep' it (mteb's).",
+    ),
+    no_relevant: str = typer.Option(
+        "count",
+        "--no-relevant",
+        help="Queries judged all 0: 'count' as 0 in the mean (BEIR, pytrec_eval) or 'drop'.",
+    ),
 ) -> None:
     """nDCG@10, Recall@100 and MRR@10 of a model on a BEIR-format text retrieval set."""
     for need in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):  # before heavy imports
@@ -196,6 +206,8 @@ def beir(
     from mmembed.eval.beir import evaluate_beir
     from mmembed.model import load_embedder
 
+    if identical_ids not in ("ignore", "keep") or no_relevant not in ("count", "drop"):
+        raise typer.BadParameter("--identical-ids: ignore|keep; --no-relevant: count|drop")
     out = out or Path("mmembed_eval") / f"beir_{data.name}_{split}"
     res = evaluate_beir(
         data,
@@ -206,6 +218,8 @@ def beir(
         k=k,
         batch_size=batch_size,
         show_progress=progress,
+        ignore_identical_ids=identical_ids == "ignore",
+        drop_no_relevant=no_relevant == "drop",
     )
     _console().print(
         json.dumps({key: res[key] for key in ("nDCG@10", "Recall@100", "MRR@10", "queries")})

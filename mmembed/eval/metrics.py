@@ -92,31 +92,49 @@ def mrr_at_k(ranked: Sequence[str], grades: Mapping[str, int], k: int = 10) -> f
     return 0.0
 
 
+def trec_order(scores: Mapping[str, float]) -> list[str]:
+    """Document ids ranked as trec_eval ranks a run (so pytrec_eval, BEIR's nDCG and recall,
+    and mteb): score descending, ties by document id descending (string order)."""
+    return [d for d, _ in sorted(scores.items(), key=lambda x: (x[1], x[0]), reverse=True)]
+
+
 def beir_scores(
-    run: Mapping[str, Sequence[str]],
+    run: Mapping[str, Sequence[str] | Mapping[str, float]],
     qrels: Mapping[str, Mapping[str, int]],
     *,
     ndcg_k: int = 10,
     recall_k: int = 100,
     mrr_k: int = 10,
     ignore_identical_ids: bool = True,
+    drop_no_relevant: bool = False,
 ) -> dict[str, float]:
-    """Mean nDCG@10, Recall@100, MRR@10 over the queries of ``qrels`` that have a relevant
-    document; a query missing from ``run`` scores 0. ``ignore_identical_ids`` drops a retrieved
-    document whose id equals the query id (BEIR's default, for corpora that hold the queries)."""
+    """Mean nDCG@10, Recall@100, MRR@10 over the queries of ``qrels``, as BEIR / pytrec_eval.
+
+    - ``run[qid]``: ``{doc: score}`` (ranked by ``trec_order``: ties as pytrec_eval breaks
+      them) or a list already ranked (used as given).
+    - A query whose judgements are all 0 scores 0 and counts in the mean, as pytrec_eval and
+      BEIR's EvaluateRetrieval do; ``drop_no_relevant=True`` leaves such queries out instead.
+    - A query of ``qrels`` missing from ``run`` scores 0 (pytrec_eval would leave it out of
+      the mean; BEIR's MRR counts it; ``evaluate_beir`` always retrieves for every query).
+    - ``ignore_identical_ids`` drops a retrieved document whose id equals the query id (BEIR's
+      default, for corpora that hold the queries; mteb sets it per task, e.g. ArguAna, Quora)."""
     totals = {f"nDCG@{ndcg_k}": 0.0, f"Recall@{recall_k}": 0.0, f"MRR@{mrr_k}": 0.0}
-    n = 0
+    n = no_relevant = 0
     for qid, grades in qrels.items():
         if not any(g > 0 for g in grades.values()):
-            continue
-        ranked = list(run.get(qid, ()))
+            no_relevant += 1
+            if drop_no_relevant:
+                continue
+        row = run.get(qid, ())
+        ranked = trec_order(row) if isinstance(row, Mapping) else list(row)
         if ignore_identical_ids:
             ranked = [d for d in ranked if d != qid]
         totals[f"nDCG@{ndcg_k}"] += ndcg_at_k(ranked, grades, ndcg_k)
         totals[f"Recall@{recall_k}"] += recall_fraction_at_k(ranked, grades, recall_k)
         totals[f"MRR@{mrr_k}"] += mrr_at_k(ranked, grades, mrr_k)
         n += 1
-    return {name: (v / n if n else float("nan")) for name, v in totals.items()} | {"queries": n}
+    means = {name: (v / n if n else float("nan")) for name, v in totals.items()}
+    return means | {"queries": n, "queries_without_relevant": no_relevant}
 
 
 # --------------------------------------------------------------------------- exact top-k

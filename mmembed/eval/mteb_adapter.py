@@ -131,8 +131,11 @@ def beir_task(
     split: str = "test",
     name: str | None = None,
     instruction: str | None = None,
+    ignore_identical_ids: bool = True,
 ) -> Any:
-    """A local BEIR-format folder as an mteb retrieval task (no download)."""
+    """A local BEIR-format folder as an mteb retrieval task (no download). Like ``eval beir``
+    (and BEIR), a retrieved document with the query's own id is ignored; mteb's own default
+    is not to (its tasks whose corpora hold the queries, e.g. ArguAna, Quora, turn it on)."""
     _mteb()
     from datasets import Dataset
     from mteb.abstasks.retrieval import AbsTaskRetrieval
@@ -186,4 +189,5 @@ def beir_task(
             self.data_loaded = True
 
     LocalBeirTask.metadata = metadata
+    LocalBeirTask.ignore_identical_ids = ignore_identical_ids
     return LocalBeirTask()

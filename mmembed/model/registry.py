@@ -109,7 +109,8 @@ def load_embedder(
     - a folder from ``Embedder.save_pretrained``;
     - a folder in the published MM-Embed layout (config + sharded safetensors + index json);
     - a ``.yaml``/``.json`` EmbedderConfig (pretrained parts loaded from their sources);
-    - ``clip-sf:ARCH[:WEIGHTS_FILE]``: the open_clip score-fusion baseline;
+    - ``clip-sf:ARCH[:WEIGHTS]``: UniIR CLIP_SF over open_clip (weights: a file, a UniIR
+      checkpoint with ARCH "auto", an open_clip tag, "random"; default: the pretrained tag);
     - a preset name (see ``preset_names()``)."""
     from mmembed.model.embedder import CONFIG_NAME, Embedder, EmbedderConfig
 
