@@ -60,6 +60,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Released Qwen-VL embedders (GME, Qwen3-VL-Embedding, ...): qwen_presets.py.
+from mmembed.model.qwen_presets import QWEN_PRESETS  # noqa: E402
+
+PRESETS.update(QWEN_PRESETS)
+
+
 def preset_names() -> list[str]:
     names = set(PRESETS)
     if (WEIGHTS_DIR / TRAINED_DEFAULT).is_dir():
@@ -110,7 +116,8 @@ def load_embedder(
     - a folder in the published MM-Embed layout (config + sharded safetensors + index json);
     - a ``.yaml``/``.json`` EmbedderConfig (pretrained parts loaded from their sources);
     - ``clip-sf:ARCH[:WEIGHTS_FILE]``: the open_clip score-fusion baseline;
-    - a preset name (see ``preset_names()``)."""
+    - a preset name (see ``preset_names()``); ``PRESET:FOLDER`` reads a released preset's
+      weights and tokenizer from a local folder instead of its hub id."""
     from mmembed.model.embedder import CONFIG_NAME, Embedder, EmbedderConfig
 
     name = str(name_or_path) if name_or_path is not None else default_model_name()
@@ -123,6 +130,12 @@ def load_embedder(
         return load_clip_sf(
             parts[1], weights=parts[2] if len(parts) > 2 else None, device=device, dtype=dtype
         )
+    preset, sep, folder = name.partition(":")
+    if sep and preset in PRESETS and folder:  # PRESET:FOLDER, a released model downloaded
+        from mmembed.model.qwen_presets import with_folder
+
+        raw = with_folder(copy.deepcopy(PRESETS[preset]), folder)
+        return Embedder.build(EmbedderConfig(name=preset, **raw)).to_auto(device, dtype)
     path = Path(name).expanduser()
     if path.is_dir():
         if _is_mmembed_layout(path):
