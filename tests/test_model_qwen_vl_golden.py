@@ -33,8 +33,7 @@ def golden(request):
 def _items(folder: Path, case: dict) -> list[Item]:
     images = case["images"] or [None] * len(case["texts"])
     return [
-        Item(t, str(folder / i) if i else None)
-        for t, i in zip(case["texts"], images, strict=True)
+        Item(t, str(folder / i) if i else None) for t, i in zip(case["texts"], images, strict=True)
     ]
 
 

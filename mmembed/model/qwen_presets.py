@@ -104,5 +104,7 @@ def with_folder(raw: dict[str, Any], folder: str) -> dict[str, Any]:
     """A preset's fields with its backbone and tokenizer read from a local ``folder``."""
     backbone = raw.get("backbone", {})
     if "source" not in backbone:
-        raise ValueError("this preset is not built from a released checkpoint; PRESET:FOLDER needs one")
+        raise ValueError(
+            "this preset is not built from a released checkpoint; PRESET:FOLDER needs one"
+        )
     return {**raw, "backbone": {**backbone, "source": folder}, "tokenizer": folder}

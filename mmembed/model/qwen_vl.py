@@ -54,7 +54,9 @@ def model_class(family: str) -> tuple[type, type]:
     try:
         cfg_name, model_name = FAMILIES[family]
     except KeyError:
-        raise ValueError(f"unknown Qwen-VL family {family!r}; expected one of {sorted(FAMILIES)}") from None
+        raise ValueError(
+            f"unknown Qwen-VL family {family!r}; expected one of {sorted(FAMILIES)}"
+        ) from None
     if not hasattr(transformers, model_name):
         raise ImportError(
             f"{family} needs a transformers release with {model_name} "
