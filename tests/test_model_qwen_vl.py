@@ -220,3 +220,12 @@ def test_unknown_family_and_positions_are_refused():
             tokenizer=tok_emb.tokenizer,
             pretrained=False,
         )
+
+
+def test_a_preset_without_its_download_says_how_to_pass_a_folder(monkeypatch):
+    from mmembed.model import load_embedder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-mmembed-test-cache")
+    with pytest.raises(FileNotFoundError, match="gme-qwen2-vl-2b:/path/to/folder"):
+        load_embedder("gme-qwen2-vl-2b", device="cpu")

@@ -160,7 +160,16 @@ def load_embedder(
     if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
         return Embedder.build(EmbedderConfig.from_dict(_read_config(path))).to_auto(device, dtype)
     if name in PRESETS:
-        return Embedder.build(preset_config(name)).to_auto(device, dtype)
+        try:
+            return Embedder.build(preset_config(name)).to_auto(device, dtype)
+        except OSError as e:
+            hub = PRESETS[name].get("backbone", {}).get("source")
+            if not hub:
+                raise
+            raise FileNotFoundError(
+                f"{name}: {hub} is neither in the local hub cache nor reachable ({e}); "
+                f"download it elsewhere and load it with '{name}:/path/to/folder'"
+            ) from None
     raise ValueError(
         f"model {name!r} is neither a folder, a config file, 'clip-sf:ARCH', nor a preset "
         f"({', '.join(preset_names())}); hubs are not reachable here, so pass a local folder"
