@@ -127,11 +127,14 @@ class QwenVLMixin:
     def preprocess_images(self, images: list) -> dict[str, torch.Tensor]:
         """Images -> flattened patches (sum of t*h*w patches, C*T*P*P) and their grids (M, 3)."""
         if self._processor is None:
-            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-                Qwen2VLImageProcessorPil,
-            )
+            try:  # transformers >= 5.x: the PIL backend by name
+                from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+                    Qwen2VLImageProcessorPil as processor_cls,
+                )
+            except ImportError:  # older releases: the slow (PIL/numpy) processor
+                from transformers import Qwen2VLImageProcessor as processor_cls
 
-            self._processor = Qwen2VLImageProcessorPil(
+            self._processor = processor_cls(
                 do_resize=False,
                 patch_size=self.patch_size,
                 merge_size=self.merge_size,
@@ -144,6 +147,12 @@ class QwenVLMixin:
             "pixel_values": out["pixel_values"],  # (sum P_i, C*T*P*P)
             "image_grid_thw": out["image_grid_thw"],  # (M, 3)
         }
+
+    def vision_features(self, *_: Any, **__: Any) -> torch.Tensor:
+        raise NotImplementedError(
+            "cached vision features are not supported for Qwen-VL backbones (each image has its "
+            "own token count); set model.cache_vision_features: false"
+        )
 
     # ---- model --------------------------------------------------------------------------
     def position_ids(
