@@ -65,16 +65,22 @@ def build_backbone(
         from mmembed.model.llava_next import LlavaNextBackbone
 
         return LlavaNextBackbone.build(cfg, pretrained=pretrained, image_token_id=image_token_id)
-    raise ValueError(f"unknown backbone type {kind!r}; expected 'composed' or 'llava_next'")
+    if kind == "qwen_vl":
+        from mmembed.model.qwen_vl import build_qwen_vl
+
+        return build_qwen_vl(cfg, pretrained=pretrained, image_token_id=image_token_id)
+    raise ValueError(
+        f"unknown backbone type {kind!r}; expected 'composed', 'llava_next' or 'qwen_vl'"
+    )
 
 
-def prepare_tokenizer(tokenizer: Any) -> int:
+def prepare_tokenizer(tokenizer: Any, image_token: str = IMAGE_TOKEN) -> int:
     """Make sure the tokeniser has the image token and a pad token; returns the image token id."""
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    if image_token not in tokenizer.get_vocab():
+        tokenizer.add_tokens([image_token], special_tokens=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    return int(tokenizer.convert_tokens_to_ids(image_token))
 
 
 class Embedder(nn.Module):
@@ -89,7 +95,7 @@ class Embedder(nn.Module):
         self.pooler = pooler
         self.tokenizer = tokenizer
         self.prompt = PromptConfig(**config.prompt)
-        self.image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(self.prompt.image_token))
         self._fp: tuple[Any, str] | None = None
 
     # ---- construction -------------------------------------------------------------------
@@ -108,7 +114,7 @@ class Embedder(nn.Module):
                     "EmbedderConfig.tokenizer is empty: pass a tokenizer or a tokenizer source"
                 )
             tokenizer = AutoTokenizer.from_pretrained(resolve_source(config.tokenizer))
-        image_token_id = prepare_tokenizer(tokenizer)
+        image_token_id = prepare_tokenizer(tokenizer, PromptConfig(**config.prompt).image_token)
         backbone, resolved = build_backbone(
             config.backbone, pretrained=pretrained, image_token_id=image_token_id
         )

@@ -31,6 +31,11 @@ class PromptConfig:
     # (mmembed_release.reference_pool_skip), for checkpoints loaded from the release layout.
     instruction_mask: str = "tokens"
     strip_instruction: bool = True  # False: the instruction verbatim, and "" still adds the prefix
+    image_token: str = IMAGE_TOKEN  # the token in image_text that expands to visual tokens
+    suffix: str = ""  # appended after the text (chat templates: end of turn, assistant header)
+    # Make an instruction end in punctuation: "" (as given), "dot" (append "." unless it ends
+    # with "."), "punct" (append "." unless it ends with any Unicode punctuation).
+    instruction_end: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,14 +58,30 @@ def format_prompt(
     ('a dog', 0)
     """
     cfg = cfg or PromptConfig()
-    body = (cfg.image_text if has_image else "") + (text or "")
+    body = (cfg.image_text if has_image else "") + (text or "") + cfg.suffix
     if not is_query:
         return cfg.candidate_prefix + body, 0
     if instruction if cfg.strip_instruction else instruction is not None:
         text_ins = instruction.strip() if cfg.strip_instruction else instruction
-        prefix = cfg.instruction_prefix.format(instruction=text_ins)
+        prefix = cfg.instruction_prefix.format(
+            instruction=end_instruction(text_ins, cfg.instruction_end)
+        )
         return prefix + body, (len(prefix) if cfg.exclude_instruction else 0)
     return cfg.query_prefix + body, 0
+
+
+def end_instruction(instruction: str, rule: str) -> str:
+    """Apply ``PromptConfig.instruction_end`` to an instruction."""
+    import unicodedata
+
+    if not instruction or rule == "":
+        return instruction
+    if rule == "dot":
+        return instruction if instruction.endswith(".") else instruction + "."
+    if rule == "punct":
+        last = unicodedata.category(instruction[-1])
+        return instruction if last.startswith("P") else instruction + "."
+    raise ValueError(f"unknown instruction_end {rule!r}; expected '', 'dot' or 'punct'")
 
 
 # One instruction per (dataset, task) of M-BEIR, written for this project. Keyed by

@@ -60,6 +60,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Released Qwen-VL embedders (GME, Qwen3-VL-Embedding, ...): qwen_presets.py.
+from mmembed.model.qwen_presets import QWEN_PRESETS  # noqa: E402
+
+PRESETS.update(QWEN_PRESETS)
+
+
 def preset_names() -> list[str]:
     names = set(PRESETS)
     if (WEIGHTS_DIR / TRAINED_DEFAULT).is_dir():
@@ -111,7 +117,8 @@ def load_embedder(
     - a ``.yaml``/``.json`` EmbedderConfig (pretrained parts loaded from their sources);
     - ``clip-sf:ARCH[:WEIGHTS]``: UniIR CLIP_SF over open_clip (weights: a file, a UniIR
       checkpoint with ARCH "auto", an open_clip tag, "random"; default: the pretrained tag);
-    - a preset name (see ``preset_names()``)."""
+    - a preset name (see ``preset_names()``); ``PRESET:FOLDER`` reads a released preset's
+      weights and tokenizer from a local folder instead of its hub id."""
     from mmembed.model.embedder import CONFIG_NAME, Embedder, EmbedderConfig
 
     name = str(name_or_path) if name_or_path is not None else default_model_name()
@@ -124,6 +131,12 @@ def load_embedder(
         return load_clip_sf(
             parts[1], weights=parts[2] if len(parts) > 2 else None, device=device, dtype=dtype
         )
+    preset, sep, folder = name.partition(":")
+    if sep and preset in PRESETS and folder:  # PRESET:FOLDER, a released model downloaded
+        from mmembed.model.qwen_presets import with_folder
+
+        raw = with_folder(copy.deepcopy(PRESETS[preset]), folder)
+        return Embedder.build(EmbedderConfig(name=preset, **raw)).to_auto(device, dtype)
     path = Path(name).expanduser()
     if path.is_dir():
         if _is_mmembed_layout(path):
@@ -148,7 +161,16 @@ def load_embedder(
     if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
         return Embedder.build(EmbedderConfig.from_dict(_read_config(path))).to_auto(device, dtype)
     if name in PRESETS:
-        return Embedder.build(preset_config(name)).to_auto(device, dtype)
+        try:
+            return Embedder.build(preset_config(name)).to_auto(device, dtype)
+        except OSError as e:
+            hub = PRESETS[name].get("backbone", {}).get("source")
+            if not hub:
+                raise
+            raise FileNotFoundError(
+                f"{name}: {hub} is neither in the local hub cache nor reachable ({e}); "
+                f"download it elsewhere and load it with '{name}:/path/to/folder'"
+            ) from None
     raise ValueError(
         f"model {name!r} is neither a folder, a config file, 'clip-sf:ARCH', nor a preset "
         f"({', '.join(preset_names())}); hubs are not reachable here, so pass a local folder"
