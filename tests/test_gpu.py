@@ -80,7 +80,12 @@ def test_device_encode_matches_cpu():
 
     items = _items()
     cpu = _encode(tiny_embedder(seed=2, kind="llava_next"), items)
-    dev = _encode(tiny_embedder(seed=2, kind="llava_next").to(DEVICE), items)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # true fp32
+    try:
+        dev = _encode(tiny_embedder(seed=2, kind="llava_next").to(DEVICE), items)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     np.testing.assert_allclose(dev, cpu, atol=2e-4)
 
 
