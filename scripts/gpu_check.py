@@ -481,7 +481,7 @@ def table(results: dict) -> str:
     rows = [("section", "measure", "value")]
     t = results.get("tests", {})
     if "error" in t and isinstance(t.get("error"), str):
-        rows.append(("tests", "error", t["error"]))
+        rows.append(("tests", "error", t["error"].splitlines()[-1][:90]))
     elif t:
         rows.append(
             (
@@ -506,7 +506,8 @@ def table(results: dict) -> str:
                 (
                     "encode",
                     f"  TFLOP/s, MFU ({what})",
-                    f"{f(r['tflops'])}, {f(r['mfu'] * 100 if r['mfu'] else None)}%",
+                    f"{r['tflops']:.3g}, {f(r['mfu'] * 100 if r['mfu'] else None)}% of "
+                    + results.get("mfu_against", "peak"),
                 )
             )
     if "peak_mem_gb" in e:
@@ -530,7 +531,14 @@ def table(results: dict) -> str:
                 f(r["queries_per_s"]),
             )
         )
-        rows.append(("search", f"  ratio to HBM bound (batch {qb})", f(r["ratio_to_hbm_bound"], 3)))
+        bound = results.get("bandwidth_bound_from", "HBM")
+        rows.append(
+            ("search", f"  ratio to bandwidth bound ({bound})", f(r["ratio_to_hbm_bound"], 3))
+        )
+        if "ratio_to_roofline" in r:
+            rows.append(
+                ("search", "  ratio to roofline (bandwidth or FLOPs)", f(r["ratio_to_roofline"], 3))
+            )
     for name in ("tests", "encode", "train", "search"):
         err = results.get(name, {}).get("error") if isinstance(results.get(name), dict) else None
         if err and name != "tests":
@@ -595,8 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     results["mfu_against"] = "data-sheet peak" if spec_peak else "measured matmul"
     results["bandwidth_bound_from"] = "data-sheet HBM" if spec_bw else "measured copy"
     print(
-        f"{gpu}: matmul {results['measured_matmul_tflops']:.1f} TFLOP/s, copy "
-        f"{results['measured_copy_tb_s']:.3f} TB/s measured",
+        f"{gpu}: matmul {results['measured_matmul_tflops']:.3g} TFLOP/s, copy "
+        f"{results['measured_copy_tb_s']:.3g} TB/s measured",
         flush=True,
     )
 
