@@ -177,6 +177,10 @@ def index(
         status.stop()
         progress.stop()
     _print_report(console, path, report, show_skipped)
+    from mmembed.search.advice import library_notice  # the offline default meets photos
+
+    if report.encoded and (note := library_notice(Library.open(path), where="index")):
+        console.print(note, markup=False, soft_wrap=True)
 
 
 def _model_spec(model: str) -> str:
@@ -347,6 +351,10 @@ def serve(
             "address can search the index and read the indexed files (no login)",
             markup=True,
         )
+    from mmembed.search.advice import library_notice  # the offline default meets photos
+
+    if note := library_notice(searcher.library, where="serve"):
+        console.print(note, markup=False, soft_wrap=True)
     console.print(f"{len(searcher.library)} items; open http://{host}:{port}/")
     run_server(searcher, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
 
