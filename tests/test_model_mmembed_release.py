@@ -287,3 +287,18 @@ def test_left_padding_quirk_is_not_reproduced(release):
     alone, ref_batch = np.asarray(q["alone"]), np.asarray(q["batch"])
     assert np.abs(ours - alone).max() <= 1e-5
     assert np.abs(ref_batch[0] - alone[0]).max() > 1e-2  # the reference's batch effect
+
+
+def test_instruction_verbatim_in_reference_mode():
+    """As the reference: the instruction is not stripped and "" still adds the prefix; the
+    project default strips and treats "" as no instruction."""
+    from mmembed.model.prompts import PromptConfig, format_prompt
+
+    ref = PromptConfig(strip_instruction=False, instruction_mask="reference")
+    assert format_prompt("dog", False, instruction="", cfg=ref)[0] == "Instruct: \nQuery: dog"
+    assert format_prompt("dog", False, instruction=" Do. ", cfg=ref)[0].startswith(
+        "Instruct:  Do. \nQuery: "
+    )
+    assert format_prompt("dog", False, instruction=None, cfg=ref)[0] == "Query: dog"
+    assert format_prompt("dog", False, instruction="")[0] == "Query: dog"
+    assert format_prompt("dog", False, instruction=" Do. ")[0] == "Instruct: Do.\nQuery: dog"
