@@ -250,3 +250,55 @@ def test_loads_shard_by_shard_in_the_target_dtype(monkeypatch, hub_cache):
     v = emb.encode_candidates(_items(CASES["image_text_candidate"]), show_progress=False)
     ref = np.asarray(CASES["image_text_candidate"]["embeddings"])
     assert float((v * ref).sum()) > 0.99  # bf16 stays close to the fp32 reference
+
+
+def test_encode_api_and_save_roundtrip_match_the_reference(release, tmp_path):
+    """encode_* (length-sorted batches of 2) gives each item the reference's embedding, and a
+    save_pretrained copy of the loaded release reloads to the same vectors."""
+    case = CASES["mixed_batch_candidates"]
+    ref = np.asarray(case["embeddings"])
+    v = release.encode_candidates(_items(case), batch_size=2, show_progress=False)
+    assert np.abs(v - ref).max() <= 1e-5
+    q = CASES["mixed_batch_queries"]
+    vq = release.encode_queries(
+        _items(q), instructions=q["instruction"], batch_size=1, show_progress=False
+    )
+    assert np.abs(vq - np.asarray(q["embeddings"])).max() <= 1e-5
+    release.save_pretrained(tmp_path / "saved")
+    back = load_embedder(tmp_path / "saved", device="cpu", dtype="fp32")
+    assert np.abs(back.encode_candidates(_items(case), show_progress=False) - ref).max() <= 1e-5
+
+
+def test_left_padding_quirk_is_not_reproduced(release):
+    """The one reference behaviour not matched: transformers 4.43's merge left-pads a batch whose
+    text rows are unpadded but hold different numbers of images, and the instruction mask then
+    covers padding. mmembed gives every row its alone-in-a-batch embedding."""
+    q = GOLDENS["left_padding_quirk"]
+    items = [
+        Item(it["txt"], Image.open(FIXTURE / "images" / it["img"]).convert("RGB"))
+        if "img" in it
+        else Item(it["txt"])
+        for it in q["items"]
+    ]
+    batch = release.collate(items, instructions=[q["instruction"]] * 2, is_query=True)
+    assert int(batch["attention_mask"][0].sum()) < batch["attention_mask"].shape[1]  # right pad
+    with torch.no_grad():
+        ours = release(batch).numpy()
+    alone, ref_batch = np.asarray(q["alone"]), np.asarray(q["batch"])
+    assert np.abs(ours - alone).max() <= 1e-5
+    assert np.abs(ref_batch[0] - alone[0]).max() > 1e-2  # the reference's batch effect
+
+
+def test_instruction_verbatim_in_reference_mode():
+    """As the reference: the instruction is not stripped and "" still adds the prefix; the
+    project default strips and treats "" as no instruction."""
+    from mmembed.model.prompts import PromptConfig, format_prompt
+
+    ref = PromptConfig(strip_instruction=False, instruction_mask="reference")
+    assert format_prompt("dog", False, instruction="", cfg=ref)[0] == "Instruct: \nQuery: dog"
+    assert format_prompt("dog", False, instruction=" Do. ", cfg=ref)[0].startswith(
+        "Instruct:  Do. \nQuery: "
+    )
+    assert format_prompt("dog", False, instruction=None, cfg=ref)[0] == "Query: dog"
+    assert format_prompt("dog", False, instruction="")[0] == "Query: dog"
+    assert format_prompt("dog", False, instruction=" Do. ")[0] == "Instruct: Do.\nQuery: dog"

@@ -322,6 +322,8 @@ class Embedder(nn.Module):
         "reference"), else None (the instruction's tokens are found by character offsets)."""
         if self.prompt.instruction_mask != "reference":
             return None
+        if not self.prompt.exclude_instruction:
+            return 0
         from mmembed.model.mmembed_release import reference_pool_skip
 
         return reference_pool_skip(self.tokenizer, prompt, append_eos=self.prompt.append_eos)

@@ -61,7 +61,8 @@ def format_prompt(
     body = (cfg.image_text if has_image else "") + (text or "") + cfg.suffix
     if not is_query:
         return cfg.candidate_prefix + body, 0
-    if instruction if cfg.strip_instruction else instruction is not None:
+    present = bool(instruction) if cfg.strip_instruction else instruction is not None
+    if present:
         text_ins = instruction.strip() if cfg.strip_instruction else instruction
         prefix = cfg.instruction_prefix.format(
             instruction=end_instruction(text_ins, cfg.instruction_end)

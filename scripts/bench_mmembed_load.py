@@ -1,0 +1,145 @@
+"""Peak memory of loading an MM-Embed-layout folder: writes a random checkpoint in the released
+layout (fp16 shards + index json + a local NV-Embed retriever config) at a chosen size, then loads
+it with load_embedder in a fresh subprocess per dtype and reports the peak RSS above the
+post-import baseline, next to the size of the weights in that dtype.
+
+    python scripts/bench_mmembed_load.py --hidden 1024 --layers 8 --dtypes bf16 fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, resource
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+import torch
+from mmembed.model import load_embedder
+import mmembed.model.checkpoint  # noqa: F401  (imports done before the baseline)
+import transformers, safetensors  # noqa: F401
+base = rss("VmRSS:")
+emb = load_embedder(sys.argv[1], device="cpu", dtype=sys.argv[2])
+n = sum(p.numel() for p in emb.parameters())
+print(json.dumps({"params": n, "dtype": str(emb.dtype), "peak_above_base": rss("VmHWM:") - base,
+                  "weights_bytes": sum(p.numel() * p.element_size() for p in emb.parameters())}))
+"""
+
+
+def write_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> int:
+    """A random release-layout folder; returns the parameter count."""
+    import torch
+    from safetensors.torch import save_file
+
+    from mmembed.model.checkpoint import load_mmembed_tokenizer, to_checkpoint_name
+    from mmembed.model.embedder import Embedder, EmbedderConfig
+    from mmembed.model.mmembed_release import release_config
+
+    fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mmembed_release"
+    raw = json.loads((fixture / "MM-Embed" / "config.json").read_text())
+    raw["vision_config"].update(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+    )
+    raw["image_grid_pinpoints"] = [[336, 672], [672, 336], [672, 672]]
+    raw["retriever"] = "nv-embed"
+    retr = json.loads(next((fixture / "hub").rglob("config.json")).read_text())
+    retr["text_config"].update(
+        hidden_size=hidden,
+        intermediate_size=hidden * 7 // 2,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 128,
+        num_key_value_heads=max(1, hidden // 512),
+    )
+    retr["latent_attention_config"].update(
+        num_latents_value=512,
+        num_cross_heads=8,
+        hidden_dim=hidden,
+        latent_dim=hidden,
+        cross_dim_head=hidden,
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "nv-embed").mkdir(exist_ok=True)
+    (root / "nv-embed" / "config.json").write_text(json.dumps(retr))
+    (root / "config.json").write_text(json.dumps(raw))
+    for f in (fixture / "MM-Embed").glob("*.json"):
+        if f.name.startswith(("tokenizer", "special", "added", "preprocessor")):
+            (root / f.name).write_text(f.read_text())
+    pre = json.loads((root / "preprocessor_config.json").read_text())
+    pre["size"], pre["crop_size"] = {"shortest_edge": 336}, {"height": 336, "width": 336}
+    (root / "preprocessor_config.json").write_text(json.dumps(pre))
+    fields = release_config(root, raw, retr, pre)
+    with torch.device("meta"):
+        emb = Embedder.build(
+            EmbedderConfig(**fields), tokenizer=load_mmembed_tokenizer(root), pretrained=False
+        )
+    shapes = {to_checkpoint_name(k): tuple(v.shape) for k, v in emb.state_dict().items()}
+    weight_map, part, size, i = {}, {}, 0, 0
+    g = torch.Generator().manual_seed(0)
+
+    def flush():
+        nonlocal part, size, i
+        if part:
+            name = f"model-{i + 1:05d}.safetensors"
+            save_file(part, str(root / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(part, name))
+            part, size, i = {}, 0, i + 1
+
+    for name, shape in sorted(shapes.items()):
+        part[name] = (torch.randn(shape, generator=g) * 0.02).half()
+        size += part[name].numel() * 2
+        if size >= shard_mb * 2**20:
+            flush()
+    flush()
+    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return sum(int(torch.Size(s).numel()) for s in shapes.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--shard-mb", type=int, default=200)
+    ap.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"])
+    ap.add_argument("--folder", type=Path, default=None, help="reuse/keep the written folder")
+    args = ap.parse_args()
+    tmp = None
+    folder = args.folder
+    if folder is None:
+        tmp = tempfile.TemporaryDirectory()
+        folder = Path(tmp.name) / "mmembed-random"
+    if not (folder / "model.safetensors.index.json").is_file():
+        n = write_folder(folder, args.hidden, args.layers, args.shard_mb)
+        print(f"wrote {folder}: {n / 1e6:.1f}M parameters in fp16 shards")
+    for dt in args.dtypes:
+        out = (
+            subprocess.run(
+                [sys.executable, "-c", CHILD, str(folder), dt],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        r = json.loads(out)
+        print(
+            f"{dt}: {r['params'] / 1e6:.1f}M params, weights {r['weights_bytes'] / 2**20:.0f} MiB,"
+            f" peak RSS above baseline {r['peak_above_base'] / 2**20:.0f} MiB"
+        )
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
