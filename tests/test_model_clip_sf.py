@@ -312,3 +312,29 @@ def test_random_weights_warn_loudly_and_bad_specs_are_clear(fake_hub):
         load_embedder("clip-sf:tiny-test:nope", device="cpu")
     with pytest.raises(ValueError, match="needs a weights file"):
         load_embedder("clip-sf:auto:random", device="cpu")
+
+
+def test_released_vit_l14_shapes_read_as_open_clip_vit_l14():
+    """UniIR's release is CLIP ViT-L/14: its names and shapes (built on the meta device) read
+    back as open_clip's ViT-L-14, so clip-sf:ViT-L-14:clip_sf_large.pth and clip-sf:auto:... agree."""
+    from mmembed.model.clip_sf import ClipScoreFusion, model_config
+    from mmembed.model.clip_sf_checkpoint import (
+        config_differences,
+        from_uniir_state,
+        openai_clip_config,
+        to_uniir_state,
+    )
+
+    named = model_config("ViT-L-14")
+    with torch.device("meta"):
+        ref = ClipScoreFusion({**named, "quick_gelu": True})
+        released = to_uniir_state(ref.state_dict())  # clip_model.* names, ViT-L/14 shapes
+        found = openai_clip_config(
+            {k.removeprefix("model."): v for k, v in from_uniir_state(released).items()}
+        )
+        assert config_differences(found, named) == []
+        ours = ClipScoreFusion(found)
+    assert found["vision_cfg"]["width"] == 1024 and found["text_cfg"]["heads"] == 12
+    theirs = {k: tuple(v.shape) for k, v in from_uniir_state(released).items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs
+    assert sum(p.numel() for p in ours.parameters()) == 427_616_513
