@@ -293,8 +293,11 @@ def build_qwen_vl(
     source = cfg.get("source")
     pre: dict[str, Any] = {}
     if pretrained and source:
+        from transformers.initialization import no_init_weights
+
         folder = resolve_folder(str(source))
-        module = cls(config_cls.from_pretrained(str(folder)))
+        with no_init_weights():  # every tensor is overwritten from the folder
+            module = cls(config_cls.from_pretrained(str(folder)))
         load_qwen_weights(module, folder)
         pre = read_preprocessor(folder)
     else:
