@@ -192,12 +192,12 @@ def upload_stall(base: str, n_uploads: int, probes: int, seconds: float) -> dict
     }
     print(f"\n{n_uploads} uploads of a 9000x9000 PNG ({len(png) / 1024:.0f} KB) in flight:")
     print(
-        f"{'probe':<8}{'idle p50':>10}{'busy p50':>10}{'ratio':>8}{'idle p90':>10}{'busy p90':>10}"
+        f"{'probe':<8}{'idle p50':>10}{'busy p50':>11}{'ratio':>11}{'idle p90':>10}{'busy p90':>10}"
     )
     for k in idle:
         i, b = out["idle"][k], out["under_upload"][k]
         print(
-            f"{k:<8}{i['p50_ms']:>10.1f}{b['p50_ms']:>10.1f}{out['ratio_p50'][k]:>7.2f}x"
+            f"{k:<8}{i['p50_ms']:>10.1f}{b['p50_ms']:>11.1f}{out['ratio_p50'][k]:>10.2f}x"
             f"{i['p90_ms']:>10.1f}{b['p90_ms']:>10.1f}"
         )
     print(f"upload responses: {out['upload_status_counts']} (0: timed out after 120 s)")
