@@ -6,6 +6,8 @@ the same run: the same searches called in-process (no HTTP), so the ratio is the
     python3 scripts/bench_serve.py                       # default model, 1,000 requests, 8 at a time
     python3 scripts/bench_serve.py --model tiny --requests 200
     python3 scripts/bench_serve.py --model colour        # no neural model: HTTP + index cost only
+    python3 scripts/bench_serve.py --model colour --upload-stall 4   # text search while 4 large
+                                                        # uploads are in flight, vs idle
 """
 
 from __future__ import annotations
@@ -109,6 +111,101 @@ def _summary(lat_ms: list[float]) -> dict[str, float]:
     }
 
 
+def big_png(side: int = 9000) -> bytes:
+    """A large image that compresses small (~80 KB for 9000x9000): cheap to send, costly to
+    decode -- under the pixel cap, so the server must decode it."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (side, side), (30, 90, 160))
+    d = ImageDraw.Draw(img)
+    for i in range(0, side, side // 8):
+        d.rectangle([i, i, i + side // 16, i + side // 16], fill=(200, 40, 40))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def upload_stall(base: str, n_uploads: int, probes: int, seconds: float) -> dict:
+    """Text-search and /api/info latency on an idle server, then while ``n_uploads`` clients
+    keep sending large images; the ratio is what the uploads cost everyone else."""
+    import httpx
+
+    png = big_png()
+    probe = httpx.Client(base_url=base, timeout=120)
+
+    failed: list[str] = []
+
+    def timed(kind: str, url: str, params: dict | None = None) -> float:
+        t = time.perf_counter()
+        try:
+            r = probe.get(url, params=params)
+            if r.status_code != 200:
+                failed.append(f"{kind}: HTTP {r.status_code}")
+        except httpx.HTTPError as e:  # counted at the time it took to fail
+            failed.append(f"{kind}: {type(e).__name__}")
+        return (time.perf_counter() - t) * 1000
+
+    def measure(n: int) -> dict[str, list[float]]:
+        lat: dict[str, list[float]] = {"text": [], "info": []}
+        for i in range(n):
+            lat["text"].append(timed("text", "/api/search", {"q": WORDS[i % len(WORDS)]}))
+            lat["info"].append(timed("info", "/api/info"))
+        return lat
+
+    measure(5)  # warm-up
+    idle = measure(probes)
+    import threading
+
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def uploader() -> None:
+        with httpx.Client(base_url=base, timeout=120) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/api/search", files={"image": ("big.png", png, "image/png")})
+                    codes.append(r.status_code)
+                except httpx.HTTPError:
+                    codes.append(0)  # timed out or dropped
+
+    threads = [threading.Thread(target=uploader, daemon=True) for _ in range(n_uploads)]
+    for t in threads:
+        t.start()
+    time.sleep(min(2.0, seconds / 4))  # let the uploads pile up first
+    busy = measure(probes)
+    stop.set()
+    for t in threads:
+        t.join(180)
+    out = {
+        "upload_bytes": len(png),
+        "uploads_in_flight": n_uploads,
+        "upload_status_counts": {str(c): codes.count(c) for c in sorted(set(codes))},
+        "probe_failures": failed,
+        "idle": {k: _summary(v) for k, v in idle.items()},
+        "under_upload": {k: _summary(v) for k, v in busy.items()},
+    }
+    out["ratio_p50"] = {
+        k: out["under_upload"][k]["p50_ms"] / out["idle"][k]["p50_ms"] for k in idle
+    }
+    out["ratio_p90"] = {
+        k: out["under_upload"][k]["p90_ms"] / out["idle"][k]["p90_ms"] for k in idle
+    }
+    print(f"\n{n_uploads} uploads of a 9000x9000 PNG ({len(png) / 1024:.0f} KB) in flight:")
+    print(
+        f"{'probe':<8}{'idle p50':>10}{'busy p50':>11}{'ratio':>11}{'idle p90':>10}{'busy p90':>10}"
+    )
+    for k in idle:
+        i, b = out["idle"][k], out["under_upload"][k]
+        print(
+            f"{k:<8}{i['p50_ms']:>10.1f}{b['p50_ms']:>11.1f}{out['ratio_p50'][k]:>10.2f}x"
+            f"{i['p90_ms']:>10.1f}{b['p90_ms']:>10.1f}"
+        )
+    print(f"upload responses: {out['upload_status_counts']} (0: timed out after 120 s)")
+    if failed:
+        print(f"probe failures: {len(failed)} ({failed[0]}, ...)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,6 +219,14 @@ def main() -> None:
         "--workdir", default=None, help="keep the corpus/index here (default: a temp dir)"
     )
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    ap.add_argument(
+        "--upload-stall",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only measure text search while N large uploads are in flight, vs an idle server",
+    )
+    ap.add_argument("--probes", type=int, default=30, help="text searches per phase (stall mode)")
     ap.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -206,6 +311,12 @@ def main() -> None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the server did not start")
             time.sleep(0.2)
+        if args.upload_stall:
+            res = upload_stall(base, args.upload_stall, args.probes, 8.0)
+            res["model"] = args.model
+            if args.out:
+                Path(args.out).write_text(json.dumps(res, indent=1))
+            return
         client = httpx.Client(
             base_url=base, timeout=60, limits=httpx.Limits(max_connections=args.concurrency)
         )
@@ -239,7 +350,10 @@ def main() -> None:
         batching = client.get("/api/info").json().get("batching", {})
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
     errors = [(k, e) for k, _, e in results if e]
     lat = [ms for _, ms, _ in results]

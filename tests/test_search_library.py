@@ -285,3 +285,14 @@ def test_touched_but_unchanged_files_are_not_reencoded(photos: Path, tmp_path: P
     emb = ColourEmbedder()
     r = update_library(tmp_path / "lib", [], emb)
     assert (r.files_changed, r.files_unchanged, r.encoded, emb.encoded) == (0, 6, 0, 0)
+
+
+def test_temp_files_of_a_killed_run_are_removed(photos: Path, tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    update_library(lib, [photos], ColourEmbedder())
+    orphans = [lib / ".state.json.4242.tmp", lib / "scans" / "100.json.tmp"]
+    for p in orphans:
+        p.write_text("{")
+    update_library(lib, [], ColourEmbedder())
+    assert not any(p.exists() for p in orphans)
+    assert Library.open(lib).entries  # the committed state is untouched

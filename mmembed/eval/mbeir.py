@@ -237,7 +237,7 @@ def modalities_from_pools(paths: Iterable[Path], wanted: set[int]) -> dict[int, 
                 try:
                     obj = json.loads(raw)
                     lab = hash_did(obj["did"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     continue
                 if lab in wanted and lab not in found:
                     code = MODALITY_CODES.get(obj.get("modality"))

@@ -6,6 +6,7 @@ Knows nothing of how the index was built; it needs a Searcher. Requires the `ser
 # No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at
 # runtime, and they name classes imported inside create_app.
 import ipaddress
+import os
 import secrets
 import time
 import urllib.parse
@@ -20,7 +21,9 @@ from mmembed.search.thumbs import decode_upload
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 BODY_TIMEOUT_S = 30.0  # a request body not complete by then is refused (half-sent uploads)
-DECODE_WORKERS = 2  # threads that decode uploaded images, off the event loop
+# Threads that decode uploaded images, off the event loop: at most half the cores (at least
+# one, at most two), so that large uploads leave CPU for everyone else's searches.
+DECODE_WORKERS = min(2, max(1, (os.cpu_count() or 2) // 2))
 MAX_UPLOADS = 4  # image searches in flight at once; more are told to retry
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 

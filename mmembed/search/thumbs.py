@@ -16,6 +16,9 @@ from mmembed.data.images import MAX_PIXELS, ImageLoadError, load_image
 
 THUMB_SIDE = 256
 _JPEG_QUALITY = 82
+# Thumbnails decoded at once: a server's request threads (40 by default) could otherwise decode
+# 40 huge PNGs together (~250 MB each at 9000x9000). Cache hits never wait.
+_DECODE_SLOTS = threading.BoundedSemaphore(2)
 
 
 class ThumbnailCache:
@@ -40,7 +43,8 @@ class ThumbnailCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        data = thumbnail_bytes(path, side=self.side)
+        with _DECODE_SLOTS:
+            data = thumbnail_bytes(path, side=self.side)
         with self._lock:
             self._items[key] = data
             while len(self._items) > self.max_items:
