@@ -535,7 +535,7 @@ def test_union_train_queries_are_checked_against_the_global_train_pool(tmp_path)
 
 def _own_tree(root: Path, sets: dict[str, int]) -> None:
     """Query files named by ``sets`` (name -> dataset id), task 1, test split, own pools."""
-    from test_data_tree import Tree, write_tree
+    from data_fixtures import Tree, write_tree
 
     from mmembed.data.records import Candidate, Modality, Query
 

@@ -140,7 +140,7 @@ def test_index_and_search_survive_the_hostile_folder(cli, tiny_model, tmp_path, 
 
 
 def test_validate_reports_hostile_lines_with_file_and_line(cli, tmp_path, monkeypatch):
-    from test_data_tree import make_tree
+    from data_fixtures import make_tree
 
     make_tree(tmp_path)
     pool = tmp_path / "cand_pool/local/mbeir_mscoco_task0_cand_pool.jsonl"

@@ -118,7 +118,7 @@ def test_mmembed_preset_sizes_on_the_meta_device():
     with torch.device("meta"):  # shapes without memory
         pooler = LatentAttentionPooler(4096, cfg)
     shapes = {n: tuple(p.shape) for n, p in pooler.named_parameters()}
-    # DESIGN §2: 512 latents of width 4096; 8 heads of dim 4096 (inner 32768); GEGLU MLP
+    # MM-Embed's pooler (docs/models.md): 512 latents of width 4096; 8 heads of dim 4096 (inner 32768); GEGLU MLP
     # 4096 -> 32768 -> (16384) -> 4096
     assert shapes["latents"] == (512, 4096)
     assert shapes["cross_attend_blocks.0.fn.to_q.weight"] == (32768, 4096)

@@ -1,4 +1,4 @@
-"""Validation of an M-BEIR tree (DESIGN §3): every file's records, and the references between
+"""Validation of an M-BEIR tree (docs/data.md): every file's records, and the references between
 files -- dids in pools, pos/neg lists and qrels, qids, task ids, image files, instructions.
 Streams every file and keeps only sorted int64 id arrays. Knows nothing of models or metrics."""
 

@@ -1,5 +1,5 @@
 """Loading a checkpoint in the published MM-Embed layout (LLaVA-Next config json naming the
-NV-Embed retriever + sharded safetensors + index json; weight names of DESIGN §2) into an
+NV-Embed retriever + sharded safetensors + index json; weight names in docs/models.md) into an
 Embedder, shard by shard in the target dtype, without trust_remote_code and without unpickling.
 The folder must be local; only the retriever's config.json may come from the hub cache."""
 
@@ -140,7 +140,7 @@ def check_release_names(emb: Embedder, shapes: dict[str, tuple[int, ...]], *, so
         if wrong:
             parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
         parts.append(
-            "weight names must follow DESIGN §2 (vision_tower.vision_model., "
+            "weight names must follow the MM-Embed layout (vision_tower.vision_model., "
             "multi_modal_projector., image_newline, language_model., latent_attention_model.)"
         )
         raise WeightsMismatchError("\n  ".join(parts))
