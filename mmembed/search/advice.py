@@ -73,9 +73,10 @@ def photo_notice(model_spec: str | None, images: Iterable[str | Path]) -> str | 
         f"{name} is the small offline default: it was trained only on ~3,900 rendered emoji and "
         "their names, so it does not find things in photos reliably (a cat photo for 'a cat'). "
         "For photos pass a real image-text model with --model: on a laptop CPU "
-        "`--model clip-sf:ViT-L-14:/path/to/weights` (UniIR CLIP_SF or OpenAI CLIP weights), on "
-        "a GPU `--model gme-qwen2-vl-2b` (or an MM-Embed folder). They need a one-time "
-        "download; docs/zoo.md lists each model's size, speed and scores."
+        "`--model clip-sf:ViT-B-32` (OpenAI CLIP) or UniIR's CLIP_SF "
+        "(`--model clip-sf:auto:/path/to/clip_sf_large.pth`), on a GPU "
+        "`--model gme-qwen2-vl-2b` (or an MM-Embed folder). They need a one-time download; "
+        "docs/zoo.md lists each model's size, speed and scores."
     )
 
 
