@@ -261,6 +261,8 @@ def run_one(work: Path, m: Mutant, tests: list[str], timeout: float) -> str:
     original = path.read_text()
     if m.node_index < 0 and m.old not in original:
         return "absent"  # a known bug whose code is not in this version
+    if not tests:
+        return "untested"  # no mapped test file exists (pytest would run the whole suite)
     try:
         path.write_text(mutated_source(work, m))
     except Exception as e:  # noqa: BLE001 - an unappliable mutant is reported, not fatal
