@@ -261,6 +261,8 @@ def run_one(work: Path, m: Mutant, tests: list[str], timeout: float) -> str:
     original = path.read_text()
     if m.node_index < 0 and m.old not in original:
         return "absent"  # a known bug whose code is not in this version
+    if not tests:
+        return "untested"  # no mapped test file exists (pytest would run the whole suite)
     try:
         path.write_text(mutated_source(work, m))
     except Exception as e:  # noqa: BLE001 - an unappliable mutant is reported, not fatal
@@ -344,8 +346,6 @@ def main() -> int:
     ]  # fmt: skip
     if not args.no_known:
         chosen += [Mutant(f, 0, "", d, f"known:{d}", old=o, new=n) for d, f, o, n in KNOWN]
-    if args.only:
-        chosen = [m for m in chosen if args.only in m.key]
     if args.rerun:
         prev = json.loads(Path(args.rerun).read_text())["mutants"]
         keys = {m["key"] for m in prev if m["status"] == "survived"}
@@ -355,6 +355,8 @@ def main() -> int:
             for d, f, o, n in KNOWN
             if f"known:{d}" in keys
         ]
+    if args.only:
+        chosen = [m for m in chosen if args.only in m.key]
     print(f"{len(every)} AST mutants in {len(files)} files; running {len(chosen)} "
           f"(fraction {frac:g}{'' if args.no_known else ' + the known bugs'})", flush=True)  # fmt: skip
 

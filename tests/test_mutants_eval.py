@@ -52,3 +52,17 @@ def test_error_table_rows(report):
     # all 9 global queries: 2 wrong modality (0:1, 9:0), 2 wrong domain (0:0, 7:0), 2 other
     assert "| global | **all** |  | 66.7 | 22.2 | 22.2 | 22.2 |" in rows
     assert "| local | **all** |  | 22.2 | 0.0 | 0.0 | 22.2 |" in rows
+
+
+def test_recall_cut_offs_follow_the_reference(tmp_path):
+    """UniIR reports R@10/20/50 for Fashion200K and FashionIQ (R@10 the headline), R@1/5/10
+    with R@5 the headline elsewhere (DESIGN §3)."""
+    from mmembed.eval.mbeir import TaskSet
+
+    def task(dataset: str) -> TaskSet:
+        return TaskSet(dataset.lower(), dataset, 1, 0, "test", tmp_path, tmp_path, tmp_path)
+
+    for name in ("Fashion200K", "FashionIQ"):
+        assert (task(name).ks, task(name).headline_k) == ((10, 20, 50), 10)
+    for name in ("VisualNews", "MSCOCO", "WebQA", "CIRR"):
+        assert (task(name).ks, task(name).headline_k) == ((1, 5, 10), 5)

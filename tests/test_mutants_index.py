@@ -52,3 +52,15 @@ def test_removed_and_readded_twice_on_hnsw():
         assert got == [[ids[0]]]
     _, got = index.search(x[0], 50, params={"efSearch": 100})
     assert got[0].count(ids[0]) == 1  # one vector per id, whatever was removed before
+
+
+def test_removing_unknown_ids_removes_nothing():
+    rng = np.random.default_rng(14)
+    x = unit(rng, 10, 8)
+    for ids, unknown in (
+        ([f"3:{n}" for n in range(10)], "3:99"),
+        ([f"t{n}" for n in range(10)], "t99"),
+    ):
+        index = Index.build(x, ids)
+        assert index.remove([unknown]) == 0 and index.remove([]) == 0
+        assert len(index) == 10
