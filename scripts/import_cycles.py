@@ -3,8 +3,8 @@ source with ``ast`` (every ``import``/``from ... import``, at module level or in
 relative imports resolved; ``if TYPE_CHECKING:`` blocks left out) and prints each cycle, one
 strongly connected component a line. Exits 1 when there is a cycle. Reads files only.
 
-    python scripts/import_cycles.py            # cycles of mmembed/
-    python scripts/import_cycles.py --edges    # also the whole graph, one edge a line
+    python3 scripts/import_cycles.py            # cycles of mmembed/
+    python3 scripts/import_cycles.py --edges    # also the whole graph, one edge a line
 """
 
 from __future__ import annotations
