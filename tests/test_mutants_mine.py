@@ -79,3 +79,24 @@ def test_positive_ratio_uses_the_weakest_positive():
     # above anything), the last of the top 6
     assert mined[0].neg_dids == ["9:5", "9:6", "9:4"]
     assert stats.dropped["above_ratio"] == 1 and stats.dropped["positive"] == 2
+
+
+def test_defaults_follow_the_recipe_and_the_cap_is_counted():
+    from mmembed.train.mine import MiningStats, select_negatives
+
+    cfg = MiningConfig()  # DESIGN §4: top 50, right modality only beyond rank ~45, 95 % filter
+    assert (cfg.top_k, cfg.rank_threshold, cfg.positive_ratio) == (50, 45, 0.95)
+    assert cfg.modality_aware and cfg.max_negatives is None
+    ranked = [(f"9:{i}", 1.0 - i / 10) for i in range(1, 6)]
+    stats = MiningStats()
+    out = select_negatives(
+        ranked,
+        positives=set(),
+        positive_score=None,
+        target_modality="image",
+        modality_of={d: "text" for d, _ in ranked},  # all wrong modality: kept at any rank
+        cfg=MiningConfig(max_negatives=2),
+        stats=stats,
+    )
+    assert out == ["9:1", "9:2"]
+    assert stats.kept == {"wrong_modality": 2} and stats.dropped == {"over_max": 3}

@@ -69,3 +69,14 @@ def test_library_search_sees_an_image_edited_in_place(tmp_path: Path) -> None:
     s = Searcher(Library.open(lib), emb)
     assert [os.path.basename(h.entry.source) for h in s.search("white", k=1)] == ["blue.png"]
     assert "blue.png" not in [os.path.basename(h.entry.source) for h in s.search("blue", k=1)]
+
+
+def test_snippet_cuts_only_past_the_limit() -> None:
+    from mmembed.search.scan import Entry
+
+    def snip(text: str) -> str | None:
+        return Entry("1:1", "/x", "text", text, None, "k").snippet(5)
+
+    assert snip("abcde") == "abcde"  # exactly the limit: kept whole
+    assert snip("abcdef") == "abcd…"  # one over: cut to the limit, ellipsis included
+    assert snip("a  b\n\nc") == "a b c"  # whitespace runs folded before measuring

