@@ -130,7 +130,7 @@ def bench_model(spec: str, photos: list[Path], emoji: list[Path], texts: list[st
     load_s = time.perf_counter() - t
     params = sum(p.numel() for p in model.parameters())
     row = {"model": spec, "params_m": params / 1e6, "dim": int(model.dim), "load_s": load_s}
-    model.encode_candidates([Item(None, photos[0])], show_progress=False)  # warm-up
+    model.encode_candidates([Item(None, emoji[0])], show_progress=False)  # warm-up (cheap)
     with torch.inference_mode():
         for label, items, query in (
             ("photos_per_s", [Item(None, p) for p in photos], False),
