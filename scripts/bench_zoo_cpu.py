@@ -4,7 +4,7 @@ emoji-sized PNGs, and short text queries. Speed does not depend on the weights, 
 weights cannot be downloaded here (open_clip towers for CLIP_SF) run at random init with the real
 architecture; mmembed-mini runs with its shipped weights.
 
-Usage: python scripts/bench_zoo_cpu.py [--models mmembed-mini,clip-sf:ViT-B-32:random,clip-sf:ViT-L-14:random]
+Usage: python3 scripts/bench_zoo_cpu.py [--models mmembed-mini,clip-sf:ViT-B-32:random,clip-sf:ViT-L-14:random]
            [--photos 24] [--texts 96] [--threads 2] [--json OUT]
 docs/zoo.md quotes its output; the load average is printed because this machine is shared.
 """

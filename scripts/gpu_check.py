@@ -17,8 +17,8 @@ is used only when importable).
 It prints one table and writes it as JSON. ``--tiny`` runs the same code paths at tiny shapes on
 the CPU (a smoke test: its numbers say nothing about a GPU).
 
-Usage:  python scripts/gpu_check.py [--json gpu_check.json]         # on the GPU machine
-        python scripts/gpu_check.py --tiny --json /tmp/tiny.json     # CPU smoke run
+Usage:  python3 scripts/gpu_check.py [--json gpu_check.json]         # on the GPU machine
+        python3 scripts/gpu_check.py --tiny --json /tmp/tiny.json     # CPU smoke run
 Options: --sections tests,encode,train,search   --pool-size N   --wheels DIR (install missing
          pure wheels, e.g. pytest or Pillow, from a folder that travelled with the tree)
 """
