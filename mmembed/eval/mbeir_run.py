@@ -25,13 +25,13 @@ from mmembed.eval.mbeir import (
 )
 from mmembed.eval.runfile import RunWriter
 from mmembed.index.encode import (
-    EncoderLike,
     Entry,
     content_source,
     encode_entries,
     file_source,
     load_encoded,
 )
+from mmembed.model.protocol import EncoderLike
 
 log = logging.getLogger(__name__)
 POOLS = ("local", "global")

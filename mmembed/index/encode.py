@@ -12,9 +12,11 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from mmembed.model.protocol import EncoderLike
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +24,6 @@ PLAN = "plan.json"
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
 IDS = "ids.txt"
-
-
-class EncoderLike(Protocol):
-    """What encoding needs from an Embedder (see mmembed.model)."""
-
-    dim: int
-    fingerprint: str
-
-    def encode_queries(self, queries: Any, **kw: Any) -> np.ndarray: ...
-
-    def encode_candidates(self, candidates: Any, **kw: Any) -> np.ndarray: ...
 
 
 class EncodeMismatchError(ValueError):

@@ -14,12 +14,8 @@ from typing import Any
 import torch
 
 from mmembed.model import mmembed_release as _release
-from mmembed.model.embedder import (
-    Embedder,
-    EmbedderConfig,
-    WeightsMismatchError,
-    resolve_device_dtype,
-)
+from mmembed.model.embedder import Embedder, EmbedderConfig
+from mmembed.model.loading import WeightsMismatchError, resolve_device_dtype
 
 INDEX_NAME = "model.safetensors.index.json"
 # Non-persistent buffers some exports carry; they are rebuilt by the model and safe to ignore.

@@ -21,7 +21,12 @@ from torch import nn
 
 from mmembed.data.images import ImageLoadError, load_image
 from mmembed.data.records import Candidate, Item, Query
-from mmembed.model.embedder import resolve_device_dtype, state_fingerprint
+from mmembed.model.loading import (
+    WeightsMismatchError,
+    load_state_checked,
+    resolve_device_dtype,
+    state_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +233,6 @@ class ClipScoreFusion(nn.Module):
     ) -> ClipScoreFusion:
         from safetensors.torch import load_file
 
-        from mmembed.model.embedder import load_state_checked
-
         path = Path(path)
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
         model = cls(
@@ -329,7 +332,6 @@ def load_clip_sf(
       .safetensors;
     - ``"random"``: untrained weights, with a loud warning (embeddings are meaningless)."""
     from mmembed.model import clip_sf_checkpoint as ck
-    from mmembed.model.embedder import WeightsMismatchError, load_state_checked
 
     oc = _open_clip()
     label = _label(arch)

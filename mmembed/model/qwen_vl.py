@@ -242,7 +242,7 @@ def load_qwen_weights(module: nn.Module, folder: Path) -> None:
     every missing or unexpected weight at once. Nothing is unpickled."""
     from safetensors.torch import load_file
 
-    from mmembed.model.embedder import load_state_checked
+    from mmembed.model.loading import load_state_checked
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:

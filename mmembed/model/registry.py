@@ -146,9 +146,7 @@ def load_embedder(
         if (path / CONFIG_NAME).is_file():
             fmt = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8")).get("format")
             if fmt == "mmembed-delta/1":  # shipped trained parts over a preset (delta.py)
-                from mmembed.model.delta import apply_delta
-
-                return apply_delta(path, device=device, dtype=dtype)
+                return _load_delta(path, device=device, dtype=dtype)
             if fmt == "mmembed-clip-sf/1":
                 from mmembed.model.clip_sf import ClipScoreFusion
 
@@ -175,6 +173,16 @@ def load_embedder(
         f"model {name!r} is neither a folder, a config file, 'clip-sf:ARCH', nor a preset "
         f"({', '.join(preset_names())}); hubs are not reachable here, so pass a local folder"
     )
+
+
+def _load_delta(path: Path, *, device: Any, dtype: Any) -> Any:
+    """A delta folder: its base preset built in fp32 on CPU, the delta added, then moved."""
+    import torch
+
+    from mmembed.model.delta import apply_delta_to, delta_base
+
+    base = load_embedder(delta_base(path), device="cpu", dtype=torch.float32)
+    return apply_delta_to(base, path).to_auto(device, dtype)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

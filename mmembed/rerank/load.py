@@ -1,13 +1,12 @@
 """Loading a reranker model from a path: a LLaVA-Next checkpoint folder (model + processor), any
-causal LM folder (model + tokenizer), or a GGUF file. Chooses device and dtype. Knows nothing
-of prompts beyond passing them on, nor of runs."""
+causal LM folder (model + tokenizer), or a GGUF file, on the device and dtype the embedders would
+pick (model/loading.py). Knows nothing of prompts beyond passing them on, nor of runs."""
 
 from __future__ import annotations
 
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 from mmembed.rerank.prompts import PromptSet
 from mmembed.rerank.scorer import Reranker
@@ -18,37 +17,6 @@ log = logging.getLogger(__name__)
 MULTIMODAL: dict[str, tuple[str, str]] = {
     "llava_next": ("LlavaNextForConditionalGeneration", "AutoProcessor"),
 }
-
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-}
-
-
-def pick_device(device: str | None = None) -> str:
-    import torch
-
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def pick_dtype(device: str, dtype: str | None = None) -> Any:
-    """bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on the CPU, unless told."""
-    import torch
-
-    if dtype:
-        try:
-            return getattr(torch, DTYPES[dtype.lower()])
-        except KeyError:
-            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def _gguf_in(folder: Path) -> Path | None:
@@ -82,8 +50,10 @@ def load_reranker(
     """A Reranker from a local checkpoint folder, a ``.gguf`` file, or (with network) a hub name."""
     import transformers
 
-    device = pick_device(device)
-    torch_dtype = pick_dtype(device, dtype)
+    from mmembed.model.loading import resolve_device_dtype
+
+    # the embedders' choice: cuda when present, bf16 there when supported (else fp16), fp32 on cpu
+    device, torch_dtype = resolve_device_dtype(device, dtype.lower() if dtype else None)
     p = Path(path)
     gguf = p if p.is_file() and p.suffix == ".gguf" else None
     if gguf is None and p.is_dir() and not (p / "config.json").exists():
