@@ -7,8 +7,8 @@ retriever config), loaded with load_embedder. ``--family qwen2_vl``: a Qwen2-VL 
 transformers 5 layout (bf16 shards + index json, GME preset), loaded with
 ``qwen_vl.load_released`` (``--via load_embedder`` loads it as ``gme-qwen2-vl-2b:FOLDER``).
 
-    python scripts/bench_mmembed_load.py --hidden 1024 --layers 8 --dtypes bf16 fp32
-    python scripts/bench_mmembed_load.py --family qwen2_vl --hidden 1024 --layers 8
+    python3 scripts/bench_mmembed_load.py --hidden 1024 --layers 8 --dtypes bf16 fp32
+    python3 scripts/bench_mmembed_load.py --family qwen2_vl --hidden 1024 --layers 8
 """
 
 from __future__ import annotations
