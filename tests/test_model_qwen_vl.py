@@ -229,3 +229,87 @@ def test_a_preset_without_its_download_says_how_to_pass_a_folder(monkeypatch):
     monkeypatch.setenv("HF_HOME", "/nonexistent-mmembed-test-cache")
     with pytest.raises(FileNotFoundError, match="gme-qwen2-vl-2b:/path/to/folder"):
         load_embedder("gme-qwen2-vl-2b", device="cpu")
+
+
+def _preset_config(preset, folder):
+    import copy
+
+    from mmembed.model.embedder import EmbedderConfig
+    from mmembed.model.qwen_presets import QWEN_PRESETS, with_folder
+
+    return EmbedderConfig(
+        name=preset, **with_folder(copy.deepcopy(QWEN_PRESETS[preset]), str(folder))
+    )
+
+
+def test_a_sharded_folder_loads_shard_by_shard_in_the_target_dtype(tmp_path):
+    """A folder saved in small shards (index json) loads in fp32 exactly as the single-file
+    folder does through load_embedder; in bf16 every parameter is bf16 and the embeddings stay
+    close to fp32."""
+    from mmembed.model import load_embedder
+    from mmembed.model.qwen_vl import load_released, qwen_weight_map
+    from mmembed.model.qwen_vl_testing import tiny_qwen_tokenizer
+
+    folder, model = _tiny_hf_folder(tmp_path)
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(sharded, max_shard_size="20KB")
+    tiny_qwen_tokenizer().save_pretrained(sharded)
+    shards = sorted(sharded.glob("*.safetensors"))
+    assert len(shards) > 3 and (sharded / "model.safetensors.index.json").is_file()
+    assert len(set(qwen_weight_map(sharded).values())) == len(shards)
+
+    items = [Item("hello", _image(80, 60)), Item("a longer caption of words", None)]
+    one_file = load_embedder(f"gme-qwen2-vl-2b:{folder}", device="cpu", dtype="float32")
+    ref = one_file.encode_candidates(items, show_progress=False)
+    fp32 = load_released(_preset_config("gme-qwen2-vl-2b", sharded), device="cpu", dtype="fp32")
+    assert fp32.dtype == torch.float32
+    for k, v in model.model.state_dict().items():
+        assert torch.equal(fp32.backbone.state_dict()[k], v), k
+    np.testing.assert_array_equal(fp32.encode_candidates(items, show_progress=False), ref)
+
+    bf16 = load_released(_preset_config("gme-qwen2-vl-2b", sharded), device="cpu", dtype="bf16")
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    for k, v in model.model.state_dict().items():
+        assert torch.equal(bf16.backbone.state_dict()[k], v.to(torch.bfloat16)), k
+    out = bf16.encode_candidates(items, show_progress=False)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert np.abs(out - ref).max() < 5e-2
+    assert (out * ref).sum(1).min() > 0.99  # cosine to the fp32 embedding
+
+
+def test_sharded_mismatches_are_all_named_before_any_tensor_is_read(tmp_path, monkeypatch):
+    """A shard missing a weight the index lists and a mis-shaped tensor are reported together,
+    from the headers alone (reading a tensor would fail the test)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from mmembed.model import checkpoint
+    from mmembed.model.qwen_vl import load_released
+    from mmembed.model.qwen_vl_testing import tiny_qwen_tokenizer
+
+    _, model = _tiny_hf_folder(tmp_path)
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(sharded, max_shard_size="20KB")
+    tiny_qwen_tokenizer().save_pretrained(sharded)
+    weight_map = json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"]
+    drop = next(k for k in weight_map if "layers.1.mlp.down_proj" in k)
+    bend = next(k for k in weight_map if k.endswith("layers.0.self_attn.q_proj.weight"))
+    for name, change in ((drop, None), (bend, "bend")):
+        path = sharded / weight_map[name]
+        state = load_file(str(path))
+        if change is None:
+            del state[name]
+        else:
+            state[name] = state[name][:-1].clone()
+        save_file(state, str(path), metadata={"format": "pt"})
+
+    def no_reads(*_a, **_k):
+        raise AssertionError("a tensor was read before the names and shapes were checked")
+
+    monkeypatch.setattr(checkpoint, "iter_tensors", no_reads)
+    with pytest.raises(WeightsMismatchError) as err:
+        load_released(_preset_config("gme-qwen2-vl-2b", sharded), device="cpu", dtype="bf16")
+    msg = str(err.value)
+    assert "missing (1): language_model.layers.1.mlp.down_proj.weight" in msg
+    assert "wrong shape (1): language_model.layers.0.self_attn.q_proj.weight" in msg

@@ -116,30 +116,51 @@ def mmembed_config(path: Path, *, retriever: str | Path | None = None) -> Embedd
     return EmbedderConfig(**fields)
 
 
+def mismatch_report(
+    own: dict[str, tuple[int, ...]],
+    found: dict[str, tuple[int, ...]],
+    *,
+    title: str,
+    hint: str,
+    ignorable: tuple[str, ...] = (),
+) -> str | None:
+    """None when ``found`` (checkpoint name -> shape) has exactly ``own``'s names and shapes;
+    else one message listing every missing, unexpected and mis-shaped tensor. Names ending in
+    ``ignorable`` are never unexpected."""
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(n for n in set(found) - set(own) if not n.endswith(ignorable))
+    wrong = sorted(
+        f"{n}: checkpoint {tuple(found[n])} vs config {tuple(own[n])}"
+        for n in set(own) & set(found)
+        if tuple(found[n]) != tuple(own[n])
+    )
+    if not (missing or unexpected or wrong):
+        return None
+    parts = [title]
+    if missing:
+        parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
+    if unexpected:
+        parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
+    if wrong:
+        parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
+    parts.append(hint)
+    return "\n  ".join(parts)
+
+
 def check_release_names(emb: Embedder, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
     """Every Embedder weight must be in ``shapes`` (published names) with the same shape, and
     every published name must map to an Embedder weight; all problems in one error."""
     own = {to_checkpoint_name(k): tuple(v.shape) for k, v in emb.state_dict().items()}
-    missing = sorted(set(own) - set(shapes))
-    unexpected = sorted(n for n in set(shapes) - set(own) if not n.endswith(IGNORABLE_SUFFIXES))
-    wrong = sorted(
-        f"{n}: checkpoint {shapes[n]} vs config {own[n]}"
-        for n in set(own) & set(shapes)
-        if tuple(shapes[n]) != own[n]
+    report = mismatch_report(
+        own,
+        shapes,
+        title=f"{source}: the checkpoint does not match the MM-Embed layout",
+        hint="weight names must follow the MM-Embed layout (vision_tower.vision_model., "
+        "multi_modal_projector., image_newline, language_model., latent_attention_model.)",
+        ignorable=IGNORABLE_SUFFIXES,
     )
-    if missing or unexpected or wrong:
-        parts = [f"{source}: the checkpoint does not match the MM-Embed layout"]
-        if missing:
-            parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
-        if unexpected:
-            parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
-        if wrong:
-            parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
-        parts.append(
-            "weight names must follow the MM-Embed layout (vision_tower.vision_model., "
-            "multi_modal_projector., image_newline, language_model., latent_attention_model.)"
-        )
-        raise WeightsMismatchError("\n  ".join(parts))
+    if report:
+        raise WeightsMismatchError(report)
 
 
 @contextlib.contextmanager

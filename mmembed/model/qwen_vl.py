@@ -237,27 +237,67 @@ def read_preprocessor(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_qwen_weights(module: nn.Module, folder: Path) -> None:
-    """Load a local released folder (one safetensors file or shards) into ``module``, listing
-    every missing or unexpected weight at once. Nothing is unpickled."""
-    from safetensors.torch import load_file
+def qwen_weight_map(folder: Path) -> dict[str, str]:
+    """Released weight name -> the safetensors file holding it: the index json when there is one,
+    else every ``*.safetensors`` file's header (no tensor data is read)."""
+    from safetensors import safe_open
 
-    from mmembed.model.loading import load_state_checked
+    from mmembed.model.checkpoint import INDEX_NAME, read_index
 
+    if (folder / INDEX_NAME).is_file():
+        return read_index(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(
             f"{folder}: no .safetensors files (pickled .bin checkpoints are not read)"
         )
-    own = module.state_dict()
-    state = {}
+    weight_map: dict[str, str] = {}
     for f in files:
-        for name, tensor in load_file(str(f)).items():
-            new = normalise_qwen_name(name)
-            if new is None or new.endswith("rotary_emb.inv_freq"):
-                continue
-            state[new] = tensor.to(own[new].dtype) if new in own else tensor
-    load_state_checked(module, state, source=str(folder))
+        with safe_open(str(f), framework="pt") as h:
+            weight_map.update(dict.fromkeys(h.keys(), f.name))
+    return weight_map
+
+
+def load_qwen_weights(module: nn.Module, folder: Path) -> None:
+    """Fill ``module`` from a local released folder (one safetensors file or shards), one file
+    open at a time, each tensor cast into the module's own (already allocated) dtype: a bf16
+    module never sees an fp32 copy of the model. Names and shapes are checked from the file
+    headers first; every missing, unexpected or mis-shaped weight is listed in one error.
+    Nothing is unpickled."""
+    from mmembed.model.checkpoint import iter_tensors, mismatch_report, read_shapes
+    from mmembed.model.embedder import WeightsMismatchError
+
+    weight_map = {
+        name: shard
+        for name, shard in qwen_weight_map(folder).items()
+        if normalise_qwen_name(name) is not None and not name.endswith("rotary_emb.inv_freq")
+    }
+    found = {normalise_qwen_name(k): v for k, v in read_shapes(folder, weight_map).items()}
+    own = module.state_dict()
+    report = mismatch_report(
+        {k: tuple(v.shape) for k, v in own.items()},
+        found,
+        title=f"{folder}: the weights do not match the model",
+        hint="check that the config matches the checkpoint",
+    )
+    if report:
+        raise WeightsMismatchError(report)
+    with torch.no_grad():
+        for name, tensor in iter_tensors(folder, weight_map):
+            own[normalise_qwen_name(name)].copy_(tensor)  # cast tensor by tensor
+
+
+def load_released(config: Any, *, device: Any = None, dtype: Any = None) -> Any:
+    """``Embedder.build(config)`` with every module created in the target dtype (resolved as
+    ``load_embedder`` does: fp32 on cpu, bf16/fp16 on cuda unless given) and a released folder
+    filled shard by shard, then moved to ``device``. The path for ``PRESET:FOLDER``."""
+    from mmembed.model.checkpoint import default_dtype
+    from mmembed.model.embedder import Embedder, resolve_device_dtype
+
+    dev, dt = resolve_device_dtype(device, dtype)
+    with default_dtype(dt):
+        emb = Embedder.build(config)
+    return emb.to(device=dev, dtype=dt)
 
 
 def resolve_folder(source: str) -> Path:

@@ -134,9 +134,10 @@ def load_embedder(
     preset, sep, folder = name.partition(":")
     if sep and preset in PRESETS and folder:  # PRESET:FOLDER, a released model downloaded
         from mmembed.model.qwen_presets import with_folder
+        from mmembed.model.qwen_vl import load_released  # shard by shard, in the target dtype
 
         raw = with_folder(copy.deepcopy(PRESETS[preset]), folder)
-        return Embedder.build(EmbedderConfig(name=preset, **raw)).to_auto(device, dtype)
+        return load_released(EmbedderConfig(name=preset, **raw), device=device, dtype=dtype)
     path = Path(name).expanduser()
     if path.is_dir():
         if _is_mmembed_layout(path):
