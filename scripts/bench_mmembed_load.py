@@ -5,7 +5,7 @@ the post-import baseline, next to the size of the weights in that dtype.
 ``--family mmembed`` (default): MM-Embed layout (fp16 shards + index json + a local NV-Embed
 retriever config), loaded with load_embedder. ``--family qwen2_vl``: a Qwen2-VL folder in the
 transformers 5 layout (bf16 shards + index json, GME preset), loaded with
-``qwen_vl.load_released`` (``--via load_embedder`` loads it as ``gme-qwen2-vl-2b:FOLDER``).
+``qwen_presets.load_released`` (``--via load_embedder`` loads it as ``gme-qwen2-vl-2b:FOLDER``).
 
     python3 scripts/bench_mmembed_load.py --hidden 1024 --layers 8 --dtypes bf16 fp32
     python3 scripts/bench_mmembed_load.py --family qwen2_vl --hidden 1024 --layers 8
@@ -30,7 +30,7 @@ import torch
 from mmembed.model import load_embedder
 import mmembed.model.checkpoint  # noqa: F401  (imports done before the baseline)
 import transformers, safetensors  # noqa: F401
-import mmembed.model.qwen_vl, mmembed.model.registry as registry  # noqa: E401
+import mmembed.model.qwen_presets, mmembed.model.qwen_vl, mmembed.model.registry as registry  # noqa: E401
 from mmembed.model.embedder import EmbedderConfig
 from mmembed.model.qwen_presets import with_folder
 if sys.argv[3] != "mmembed":  # transformers' Qwen2-VL modules (~240 MB) before the baseline
@@ -39,7 +39,7 @@ base = rss("VmRSS:")
 if sys.argv[3] == "load_released":
     cfg = EmbedderConfig(name="gme-qwen2-vl-2b",
                          **with_folder(dict(registry.PRESETS["gme-qwen2-vl-2b"]), sys.argv[1]))
-    emb = mmembed.model.qwen_vl.load_released(cfg, device="cpu", dtype=sys.argv[2])
+    emb = mmembed.model.qwen_presets.load_released(cfg, device="cpu", dtype=sys.argv[2])
 elif sys.argv[3] == "qwen_load_embedder":
     emb = load_embedder("gme-qwen2-vl-2b:" + sys.argv[1], device="cpu", dtype=sys.argv[2])
 else:

@@ -247,7 +247,8 @@ def test_a_sharded_folder_loads_shard_by_shard_in_the_target_dtype(tmp_path):
     folder does through load_embedder; in bf16 every parameter is bf16 and the embeddings stay
     close to fp32."""
     from mmembed.model import load_embedder
-    from mmembed.model.qwen_vl import load_released, qwen_weight_map
+    from mmembed.model.qwen_presets import load_released
+    from mmembed.model.qwen_vl import qwen_weight_map
     from mmembed.model.qwen_vl_testing import tiny_qwen_tokenizer
 
     folder, model = _tiny_hf_folder(tmp_path)
@@ -285,7 +286,7 @@ def test_sharded_mismatches_are_all_named_before_any_tensor_is_read(tmp_path, mo
     from safetensors.torch import load_file, save_file
 
     from mmembed.model import checkpoint
-    from mmembed.model.qwen_vl import load_released
+    from mmembed.model.qwen_presets import load_released
     from mmembed.model.qwen_vl_testing import tiny_qwen_tokenizer
 
     _, model = _tiny_hf_folder(tmp_path)

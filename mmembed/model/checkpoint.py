@@ -5,9 +5,7 @@ The folder must be local; only the retriever's config.json may come from the hub
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,15 @@ import torch
 from mmembed.model import mmembed_release as _release
 from mmembed.model.embedder import Embedder, EmbedderConfig
 from mmembed.model.loading import WeightsMismatchError, resolve_device_dtype
+from mmembed.model.shards import (  # noqa: F401 - re-exported for scripts
+    INDEX_NAME,
+    default_dtype,
+    iter_tensors,
+    mismatch_report,
+    read_index,
+    read_shapes,
+)
 
-INDEX_NAME = "model.safetensors.index.json"
 # Non-persistent buffers some exports carry; they are rebuilt by the model and safe to ignore.
 IGNORABLE_SUFFIXES = ("rotary_emb.inv_freq", "embeddings.position_ids")
 
@@ -34,63 +39,6 @@ def to_checkpoint_name(name: str) -> str:
     if out is None:
         raise KeyError(f"{name}: no published name (not a backbone or pooler weight)")
     return out
-
-
-def read_index(path: Path) -> dict[str, str]:
-    index = path / INDEX_NAME
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-        weight_map = data["weight_map"]
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{index}: missing; an MM-Embed folder has sharded safetensors with an index json"
-        ) from None
-    except (ValueError, KeyError) as e:
-        raise ValueError(
-            f"{index}: not a safetensors index ({e}); expected a 'weight_map' object"
-        ) from None
-    shards = sorted(set(weight_map.values()))
-    absent = [s for s in shards if not (path / s).is_file()]
-    if absent:
-        raise FileNotFoundError(
-            f"{path}: shards named in {INDEX_NAME} are missing: {', '.join(absent)}"
-        )
-    return weight_map
-
-
-def iter_tensors(path: Path, weight_map: dict[str, str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every weight, one shard open at a time."""
-    from safetensors import safe_open
-
-    by_shard: dict[str, list[str]] = {}
-    for name, shard in weight_map.items():
-        by_shard.setdefault(shard, []).append(name)
-    for shard in sorted(by_shard):
-        with safe_open(str(path / shard), framework="pt") as f:
-            present = set(f.keys())
-            for name in by_shard[shard]:
-                if name not in present:
-                    raise WeightsMismatchError(
-                        f"{path / shard}: {name} is listed in {INDEX_NAME} but not in the shard"
-                    )
-                yield name, f.get_tensor(name)
-
-
-def read_shapes(path: Path, weight_map: dict[str, str]) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape from the shard headers (no tensor data is read)."""
-    from safetensors import safe_open
-
-    by_shard: dict[str, list[str]] = {}
-    for name, shard in weight_map.items():
-        by_shard.setdefault(shard, []).append(name)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for shard, names in sorted(by_shard.items()):
-        with safe_open(str(path / shard), framework="pt") as f:
-            present = set(f.keys())
-            for name in names:
-                if name in present:
-                    shapes[name] = tuple(f.get_slice(name).get_shape())
-    return shapes
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -116,37 +64,6 @@ def mmembed_config(path: Path, *, retriever: str | Path | None = None) -> Embedd
     return EmbedderConfig(**fields)
 
 
-def mismatch_report(
-    own: dict[str, tuple[int, ...]],
-    found: dict[str, tuple[int, ...]],
-    *,
-    title: str,
-    hint: str,
-    ignorable: tuple[str, ...] = (),
-) -> str | None:
-    """None when ``found`` (checkpoint name -> shape) has exactly ``own``'s names and shapes;
-    else one message listing every missing, unexpected and mis-shaped tensor. Names ending in
-    ``ignorable`` are never unexpected."""
-    missing = sorted(set(own) - set(found))
-    unexpected = sorted(n for n in set(found) - set(own) if not n.endswith(ignorable))
-    wrong = sorted(
-        f"{n}: checkpoint {tuple(found[n])} vs config {tuple(own[n])}"
-        for n in set(own) & set(found)
-        if tuple(found[n]) != tuple(own[n])
-    )
-    if not (missing or unexpected or wrong):
-        return None
-    parts = [title]
-    if missing:
-        parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
-    if unexpected:
-        parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
-    if wrong:
-        parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
-    parts.append(hint)
-    return "\n  ".join(parts)
-
-
 def check_release_names(emb: Embedder, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
     """Every Embedder weight must be in ``shapes`` (published names) with the same shape, and
     every published name must map to an Embedder weight; all problems in one error."""
@@ -161,16 +78,6 @@ def check_release_names(emb: Embedder, shapes: dict[str, tuple[int, ...]], *, so
     )
     if report:
         raise WeightsMismatchError(report)
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def load_mmembed_tokenizer(path: Path) -> Any:

@@ -108,3 +108,17 @@ def with_folder(raw: dict[str, Any], folder: str) -> dict[str, Any]:
             "this preset is not built from a released checkpoint; PRESET:FOLDER needs one"
         )
     return {**raw, "backbone": {**backbone, "source": folder}, "tokenizer": folder}
+
+
+def load_released(config: Any, *, device: Any = None, dtype: Any = None) -> Any:
+    """``Embedder.build(config)`` with every module created in the target dtype (resolved as
+    ``load_embedder`` does: fp32 on cpu, bf16/fp16 on cuda unless given) and a released folder
+    filled shard by shard, then moved to ``device``. The path for ``PRESET:FOLDER``."""
+    from mmembed.model.embedder import Embedder
+    from mmembed.model.loading import resolve_device_dtype
+    from mmembed.model.shards import default_dtype
+
+    dev, dt = resolve_device_dtype(device, dtype)
+    with default_dtype(dt):
+        emb = Embedder.build(config)
+    return emb.to(device=dev, dtype=dt)

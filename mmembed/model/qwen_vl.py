@@ -242,7 +242,7 @@ def qwen_weight_map(folder: Path) -> dict[str, str]:
     else every ``*.safetensors`` file's header (no tensor data is read)."""
     from safetensors import safe_open
 
-    from mmembed.model.checkpoint import INDEX_NAME, read_index
+    from mmembed.model.shards import INDEX_NAME, read_index
 
     if (folder / INDEX_NAME).is_file():
         return read_index(folder)
@@ -264,8 +264,8 @@ def load_qwen_weights(module: nn.Module, folder: Path) -> None:
     module never sees an fp32 copy of the model. Names and shapes are checked from the file
     headers first; every missing, unexpected or mis-shaped weight is listed in one error.
     Nothing is unpickled."""
-    from mmembed.model.checkpoint import iter_tensors, mismatch_report, read_shapes
-    from mmembed.model.embedder import WeightsMismatchError
+    from mmembed.model.loading import WeightsMismatchError
+    from mmembed.model.shards import iter_tensors, mismatch_report, read_shapes
 
     weight_map = {
         name: shard
@@ -285,19 +285,6 @@ def load_qwen_weights(module: nn.Module, folder: Path) -> None:
     with torch.no_grad():
         for name, tensor in iter_tensors(folder, weight_map):
             own[normalise_qwen_name(name)].copy_(tensor)  # cast tensor by tensor
-
-
-def load_released(config: Any, *, device: Any = None, dtype: Any = None) -> Any:
-    """``Embedder.build(config)`` with every module created in the target dtype (resolved as
-    ``load_embedder`` does: fp32 on cpu, bf16/fp16 on cuda unless given) and a released folder
-    filled shard by shard, then moved to ``device``. The path for ``PRESET:FOLDER``."""
-    from mmembed.model.checkpoint import default_dtype
-    from mmembed.model.embedder import Embedder, resolve_device_dtype
-
-    dev, dt = resolve_device_dtype(device, dtype)
-    with default_dtype(dt):
-        emb = Embedder.build(config)
-    return emb.to(device=dev, dtype=dt)
 
 
 def resolve_folder(source: str) -> Path:

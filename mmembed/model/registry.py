@@ -133,8 +133,10 @@ def load_embedder(
         )
     preset, sep, folder = name.partition(":")
     if sep and preset in PRESETS and folder:  # PRESET:FOLDER, a released model downloaded
-        from mmembed.model.qwen_presets import with_folder
-        from mmembed.model.qwen_vl import load_released  # shard by shard, in the target dtype
+        from mmembed.model.qwen_presets import (
+            load_released,  # shard by shard, in the target dtype
+            with_folder,
+        )
 
         raw = with_folder(copy.deepcopy(PRESETS[preset]), folder)
         return load_released(EmbedderConfig(name=preset, **raw), device=device, dtype=dtype)
