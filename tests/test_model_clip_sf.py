@@ -246,7 +246,6 @@ def test_uniir_mismatch_is_one_error_listing_names(uniir, tmp_path):
 def fake_hub(monkeypatch, tmp_path):
     """open_clip with one tiny architecture 'tiny-test' and a pretrained tag 'fake' whose file
     is local; the download function is what a test replaces to be offline."""
-    import open_clip
 
     torch.manual_seed(1)
     src = _random()
@@ -267,7 +266,6 @@ def fake_hub(monkeypatch, tmp_path):
 
 
 def test_default_weights_are_the_pretrained_tag(fake_hub):
-    import open_clip
 
     from mmembed.model.clip_sf_checkpoint import default_pretrained_tag
 
@@ -280,7 +278,6 @@ def test_default_weights_are_the_pretrained_tag(fake_hub):
 
 
 def test_openai_is_the_default_tag_where_open_clip_has_it():
-    import open_clip
 
     from mmembed.model.clip_sf_checkpoint import default_pretrained_tag
 
@@ -289,7 +286,6 @@ def test_openai_is_the_default_tag_where_open_clip_has_it():
 
 
 def test_offline_without_cache_is_one_line_naming_what_to_do(fake_hub, monkeypatch):
-    import open_clip
 
     def offline(cfg, **kw):
         raise FileNotFoundError("An error happened while trying to locate the file on the Hub\nx")
