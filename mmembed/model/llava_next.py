@@ -243,7 +243,7 @@ def load_llava_weights(module: LlavaNextBackbone, source: str) -> None:
 
     from safetensors import safe_open
 
-    from mmembed.model.loading import WeightsMismatchError
+    from mmembed.model.loading import WeightsMismatchError, mismatch_report
 
     root = Path(source)
     files = sorted(root.glob("*.safetensors"))
@@ -261,23 +261,16 @@ def load_llava_weights(module: LlavaNextBackbone, source: str) -> None:
                 if new is not None:
                     where[new] = (f, name)
                     shapes[new] = tuple(h.get_slice(name).get_shape())
-    missing = sorted(set(own) - set(where))
-    unexpected = sorted(n for n in set(where) - set(own) if not n.endswith(IGNORABLE_SUFFIXES))
-    wrong = sorted(
-        f"{k}: checkpoint {shapes[k]} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(where)
-        if shapes[k] != tuple(own[k].shape)
+    report = mismatch_report(
+        {k: tuple(v.shape) for k, v in own.items()},
+        shapes,
+        title=f"{root}: the weights do not match the LLaVA-Next model",
+        hint="names are read through llava_next.LLAVA_HF_NAMES (4.4x, 4.5x, 5.x layouts)",
+        ignorable=IGNORABLE_SUFFIXES,
+        ours="model",
     )
-    if missing or unexpected or wrong:
-        parts = [f"{root}: the weights do not match the LLaVA-Next model"]
-        if missing:
-            parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
-        if unexpected:
-            parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
-        if wrong:
-            parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
-        parts.append("names are read through llava_next.LLAVA_HF_NAMES (4.4x, 4.5x, 5.x layouts)")
-        raise WeightsMismatchError("\n  ".join(parts))
+    if report:
+        raise WeightsMismatchError(report)
     with torch.no_grad():
         for f in files:
             with safe_open(str(f), framework="pt") as h:

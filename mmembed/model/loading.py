@@ -75,21 +75,45 @@ class WeightsMismatchError(ValueError):
 def load_state_checked(module: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """load_state_dict that reports every missing / unexpected / mis-shaped tensor at once."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(own[k].shape) != tuple(state[k].shape)
+    report = mismatch_report(
+        {k: tuple(v.shape) for k, v in own.items()},
+        {k: tuple(v.shape) for k, v in state.items()},
+        title=f"{source}: the weights do not match the model",
+        hint="check that the config matches the checkpoint",
+        ours="model",
     )
-    if missing or unexpected or shapes:
-        parts = [f"{source}: the weights do not match the model"]
-        if missing:
-            parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
-        if unexpected:
-            parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
-        if shapes:
-            parts.append(f"wrong shape ({len(shapes)}): " + "; ".join(shapes))
-        parts.append("check that the config matches the checkpoint")
-        raise WeightsMismatchError("\n  ".join(parts))
+    if report:
+        raise WeightsMismatchError(report)
     module.load_state_dict(state, strict=True)
+
+
+def mismatch_report(
+    own: dict[str, tuple[int, ...]],
+    found: dict[str, tuple[int, ...]],
+    *,
+    title: str,
+    hint: str,
+    ignorable: tuple[str, ...] = (),
+    ours: str = "config",
+) -> str | None:
+    """None when ``found`` (checkpoint name -> shape) has exactly ``own``'s names and shapes;
+    else one message listing every missing, unexpected and mis-shaped tensor. Names ending in
+    ``ignorable`` are never unexpected; ``ours`` names the side of ``own`` in the message."""
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(n for n in set(found) - set(own) if not n.endswith(ignorable))
+    wrong = sorted(
+        f"{n}: checkpoint {tuple(found[n])} vs {ours} {tuple(own[n])}"
+        for n in set(own) & set(found)
+        if tuple(found[n]) != tuple(own[n])
+    )
+    if not (missing or unexpected or wrong):
+        return None
+    parts = [title]
+    if missing:
+        parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
+    if unexpected:
+        parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
+    if wrong:
+        parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
+    parts.append(hint)
+    return "\n  ".join(parts)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mmembed.model.loading import WeightsMismatchError
+from mmembed.model.loading import WeightsMismatchError, mismatch_report  # noqa: F401
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -71,37 +71,6 @@ def read_shapes(path: Path, weight_map: dict[str, str]) -> dict[str, tuple[int, 
                 if name in present:
                     shapes[name] = tuple(f.get_slice(name).get_shape())
     return shapes
-
-
-def mismatch_report(
-    own: dict[str, tuple[int, ...]],
-    found: dict[str, tuple[int, ...]],
-    *,
-    title: str,
-    hint: str,
-    ignorable: tuple[str, ...] = (),
-) -> str | None:
-    """None when ``found`` (checkpoint name -> shape) has exactly ``own``'s names and shapes;
-    else one message listing every missing, unexpected and mis-shaped tensor. Names ending in
-    ``ignorable`` are never unexpected."""
-    missing = sorted(set(own) - set(found))
-    unexpected = sorted(n for n in set(found) - set(own) if not n.endswith(ignorable))
-    wrong = sorted(
-        f"{n}: checkpoint {tuple(found[n])} vs config {tuple(own[n])}"
-        for n in set(own) & set(found)
-        if tuple(found[n]) != tuple(own[n])
-    )
-    if not (missing or unexpected or wrong):
-        return None
-    parts = [title]
-    if missing:
-        parts.append(f"missing ({len(missing)}): " + ", ".join(missing))
-    if unexpected:
-        parts.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
-    if wrong:
-        parts.append(f"wrong shape ({len(wrong)}): " + "; ".join(wrong))
-    parts.append(hint)
-    return "\n  ".join(parts)
 
 
 @contextlib.contextmanager
