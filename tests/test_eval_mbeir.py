@@ -380,3 +380,29 @@ def test_graded_qrels_count_as_positive_as_uniir_reads_them(tmp_path):
     results = score_run(read_run_ids(hand_run(tmp_path / "hand.trec")), tasks, "hand")
     # by hand: 0:0 hit@1, 0:1 hit@5, 0:2 now hit@2 (0:5, grade 2), 0:3 unanswered
     assert results[0].recall == pytest.approx({"R@1": 25.0, "R@5": 75.0, "R@10": 75.0})
+
+
+def test_cli_qrels_rule_picks_the_positives(tmp_path):
+    """`eval mbeir --qrels one` scores with relevance-1 lines only; the default is UniIR's > 0.
+    Same tree and hand run as above: 0:2's only hit in the top 5 is 0:5, judged grade 2."""
+    from mmembed.cli import app
+
+    root = toy_tree(tmp_path / "data")
+    vn = discover(root)[0]
+    with open(vn.qrels_file, "a") as f:
+        f.write("0:2 0 0:5 2 0\n")
+    hand_run(tmp_path / "hand.trec")
+    rows = {}
+    for rule in ("positive", "one"):
+        args = ["eval", "mbeir", "--data", str(root), "--run", f"hand={tmp_path / 'hand.trec'}"]
+        res = CliRunner().invoke(app, [*args, "--qrels", rule, "--out", str(tmp_path / rule)])
+        assert res.exit_code == 0, res.output
+        md = (tmp_path / rule / "results.md").read_text()
+        rows[rule] = [ln for ln in md.splitlines() if "| VisualNews | R@5 |" in ln]
+        data = json.loads((tmp_path / rule / "results.json").read_text())
+        assert data["settings"]["qrels"] == rule
+    # by hand: 0:0 hit@1, 0:1 hit@5, 0:3 unanswered; 0:2 a hit only when grade 2 counts
+    assert rows["positive"] == ["| 0: text → image | VisualNews | R@5 | 75.0 |"]
+    assert rows["one"] == ["| 0: text → image | VisualNews | R@5 | 50.0 |"]
+    res = CliRunner().invoke(app, ["eval", "mbeir", "--data", str(root), "--qrels", "two"])
+    assert res.exit_code != 0 and "--qrels must be positive or one" in res.output

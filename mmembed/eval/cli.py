@@ -74,6 +74,12 @@ def mbeir(
     factory: str = typer.Option("Flat", help="FAISS index_factory string (Flat = exact)."),
     batch_size: int = typer.Option(32, min=1),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    qrels: str = typer.Option(
+        "positive",
+        "--qrels",
+        help="Which qrels lines are positives: positive (relevance > 0, as UniIR reads them) "
+        "| one (relevance exactly 1).",
+    ),
     config: Path = typer.Option(
         None, "--config", help="YAML of option values (configs/eval/*.yaml)."
     ),
@@ -95,6 +101,7 @@ def mbeir(
         "seed",
         "factory",
         "batch_size",
+        "qrels",
     )
     given = dict(locals())  # the option values as given
     v = _apply_config(ctx, config, {n: given[n] for n in names})
@@ -113,6 +120,7 @@ def mbeir(
         v["factory"],
         v["batch_size"],
     )
+    qrels = v["qrels"]
     if data is None:
         raise typer.BadParameter("--data is required (or a --config that sets data)")
 
@@ -120,6 +128,8 @@ def mbeir(
         raise typer.BadParameter("--pool must be local, global or both")
     if instructions not in ("on", "off"):
         raise typer.BadParameter("--instructions must be on or off")
+    if qrels not in ("positive", "one"):
+        raise typer.BadParameter("--qrels must be positive or one")
     console = _console()
     out = out or Path("mmembed_eval") / f"mbeir_{split}"
     runs = _named_runs(run or [])
@@ -143,9 +153,10 @@ def mbeir(
             batch_size=batch_size,
             model_name=model or "default",
             show_progress=progress,
+            positives=qrels,
         )
     else:
-        report = Report(split, tasks, settings={"data": str(data), "split": split})
+        report = Report(split, tasks, settings={"data": str(data), "split": split, "qrels": qrels})
     if runs:
         from mmembed.data.mbeir import Layout
 
@@ -154,7 +165,13 @@ def mbeir(
         max_k = max(max(t.ks) for t in tasks)
         for name, path in runs:
             report.results.extend(
-                score_run(read_run_ids(path, max_rank=max_k), tasks, name, pool_files=pool_files)
+                score_run(
+                    read_run_ids(path, max_rank=max_k),
+                    tasks,
+                    name,
+                    pool_files=pool_files,
+                    positives=qrels,
+                )
             )
         report.settings["runs"] = {n: str(p) for n, p in runs}
     written = write_report(report, out)

@@ -137,11 +137,14 @@ class TaskData:
     errors: ErrorLog
 
 
-def load_task(task: TaskSet, errors: ErrorLog | None = None) -> TaskData:
+def load_task(
+    task: TaskSet, errors: ErrorLog | None = None, *, positives: str = "positive"
+) -> TaskData:
+    """``positives``: which qrels lines count (data.mbeir.QRELS_RULES; UniIR's rule by default)."""
     errors = errors if errors is not None else ErrorLog()
     queries = list(read_queries(task.query_file, errors))
     if task.qrels_file.is_file():
-        qrels = read_qrels(task.qrels_file, errors)
+        qrels = read_qrels(task.qrels_file, errors, positives=positives)
     else:
         log.warning("%s missing: using the queries' pos_cand_list", task.qrels_file)
         qrels = {q.qid: set(q.pos_dids) for q in queries}
@@ -294,10 +297,11 @@ def score_run(
     system: str,
     *,
     pool_files: Sequence[Path] = (),
+    positives: str = "positive",
 ) -> list[TaskResult]:
     """Score a run (qid -> dids in rank order) on every task set; queries missing from the run
     count as misses. Error analysis looks the top-1 candidates up in ``pool_files``."""
-    datas = [load_task(t) for t in tasks]
+    datas = [load_task(t, positives=positives) for t in tasks]
     ranked = [[run.get(q.qid, []) for q in d.queries] for d in datas]
     answered = sum(1 for rows in ranked for r in rows if r)
     if answered == 0:

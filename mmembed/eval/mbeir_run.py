@@ -98,6 +98,7 @@ def evaluate_model(
     shard_size: int = 8192,
     model_name: str | None = None,
     show_progress: bool = True,
+    positives: str = "positive",
 ) -> Report:
     """Encode, search and score every task set of ``split``; runs go to ``out_dir/runs``."""
     from mmembed.index import Index
@@ -123,7 +124,7 @@ def evaluate_model(
         batch_size=batch_size, shard_size=shard_size, show_progress=show_progress, image_root=root
     )
 
-    datas = [load_task(t) for t in tasks]
+    datas = [load_task(t, positives=positives) for t in tasks]
     qvecs = []
     for d in datas:
         entries = [Entry(q.qid, q, choose(q)) for q in d.queries]
@@ -153,6 +154,7 @@ def evaluate_model(
             "model": model_name,
             "fingerprint": encoder.fingerprint,
             "dim": encoder.dim,
+            "qrels": positives,
         },
     )
     gemb = gids = gmap = None
