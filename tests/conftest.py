@@ -1,8 +1,35 @@
-"""Shared test settings: offline, deterministic, small thread counts."""
+"""Shared test settings (offline, deterministic, small thread counts) and the fixtures several
+test modules use: a tiny saved model and a CLI runner."""
 
 import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Embedder saved to disk, one per test module."""
+    import torch
+
+    from mmembed.model.testing import tiny_embedder
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_embedder(seed=0).save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def cli():
+    """Run `mmembed ARGS...` in-process; exceptions propagate."""
+    from mmembed.cli import app
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)

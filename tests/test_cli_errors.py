@@ -12,17 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from mmembed import __version__
-
-
-@pytest.fixture()
-def cli():
-    from mmembed.cli import app
-
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def _one_clean_line(r) -> str:

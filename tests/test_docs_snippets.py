@@ -128,18 +128,6 @@ def _params():
 
 
 # ------------------------------------------------------------------------------ the sandbox
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from mmembed.model.testing import tiny_embedder
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("docs-model") / "tiny"
-    tiny_embedder(seed=0).save_pretrained(out)
-    return out
-
-
 def _beir(root: Path) -> None:
     import json
 

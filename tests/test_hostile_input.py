@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from mmembed.data import mbeir
 
@@ -74,26 +73,6 @@ def hostile_folder(root: Path) -> tuple[set[str], dict[str, str]]:
         "huge.txt": "file too large",
     }
     return good, bad
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from mmembed.model.testing import tiny_embedder
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    tiny_embedder(seed=0).save_pretrained(out)
-    return out
-
-
-@pytest.fixture()
-def cli():
-    from mmembed.cli import app
-
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def _where(good: str, root: Path) -> str:

@@ -64,18 +64,6 @@ def test_photo_notice_names_training_data_and_alternatives(tmp_path: Path) -> No
     assert f"of {advice.SAMPLE} images checked" in advice.photo_notice("mmembed-mini", many)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from mmembed.model.testing import tiny_embedder
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    tiny_embedder(seed=0).save_pretrained(out)
-    return out
-
-
 def test_index_and_serve_print_the_notice_once(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

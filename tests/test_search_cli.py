@@ -8,30 +8,9 @@ import re
 import urllib.parse
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from mmembed.search.testing import draw_corpus
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from mmembed.model.testing import tiny_embedder
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    tiny_embedder(seed=0).save_pretrained(out)
-    return out
-
-
-@pytest.fixture()
-def cli():
-    from mmembed.cli import app
-
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_index_search_json_html_with_a_saved_model(cli, tiny_model: Path, tmp_path: Path) -> None:

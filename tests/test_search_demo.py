@@ -54,18 +54,6 @@ def small_benchmark(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from mmembed.model.testing import tiny_embedder
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    tiny_embedder(seed=0).save_pretrained(out)
-    return out
-
-
 def test_demo_runs_every_example_kind(small_benchmark: Path, tiny_model: Path) -> None:
     from mmembed.data.mbeir import Layout, read_pool
     from mmembed.search.demo import EXAMPLES, demo_pool, pick_examples, run_demo
