@@ -50,10 +50,36 @@ print(json.dumps({"params": n, "dtype": str(emb.dtype), "peak_above_base": rss("
 """
 
 
+def write_random_shards(root: Path, shapes: dict, shard_mb: int, dtype) -> int:
+    """Random weights of ``shapes`` (name -> shape) in ``dtype`` safetensors shards of about
+    ``shard_mb`` MiB plus the index json; returns the parameter count."""
+    import torch
+    from safetensors.torch import save_file
+
+    weight_map, part, size, i = {}, {}, 0, 0
+    g = torch.Generator().manual_seed(0)
+
+    def flush():
+        nonlocal part, size, i
+        if part:
+            name = f"model-{i + 1:05d}.safetensors"
+            save_file(part, str(root / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(part, name))
+            part, size, i = {}, 0, i + 1
+
+    for name, shape in sorted(shapes.items()):
+        part[name] = (torch.randn(shape, generator=g) * 0.02).to(dtype)
+        size += part[name].numel() * part[name].element_size()
+        if size >= shard_mb * 2**20:
+            flush()
+    flush()
+    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return sum(int(torch.Size(s).numel()) for s in shapes.values())
+
+
 def write_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> int:
     """A random release-layout folder; returns the parameter count."""
     import torch
-    from safetensors.torch import save_file
 
     from mmembed.model.checkpoint import load_mmembed_tokenizer, to_checkpoint_name
     from mmembed.model.embedder import Embedder, EmbedderConfig
@@ -101,25 +127,7 @@ def write_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> int:
             EmbedderConfig(**fields), tokenizer=load_mmembed_tokenizer(root), pretrained=False
         )
     shapes = {to_checkpoint_name(k): tuple(v.shape) for k, v in emb.state_dict().items()}
-    weight_map, part, size, i = {}, {}, 0, 0
-    g = torch.Generator().manual_seed(0)
-
-    def flush():
-        nonlocal part, size, i
-        if part:
-            name = f"model-{i + 1:05d}.safetensors"
-            save_file(part, str(root / name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(part, name))
-            part, size, i = {}, 0, i + 1
-
-    for name, shape in sorted(shapes.items()):
-        part[name] = (torch.randn(shape, generator=g) * 0.02).half()
-        size += part[name].numel() * 2
-        if size >= shard_mb * 2**20:
-            flush()
-    flush()
-    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return sum(int(torch.Size(s).numel()) for s in shapes.values())
+    return write_random_shards(root, shapes, shard_mb, torch.float16)
 
 
 def write_qwen_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> int:
@@ -127,7 +135,6 @@ def write_qwen_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> in
     the tiny byte-level tokenizer; vision tower 4 blocks of width 1280); returns the parameter
     count."""
     import torch
-    from safetensors.torch import save_file
     from transformers import Qwen2VLConfig
 
     from mmembed.model.qwen_vl import backbone_class
@@ -154,25 +161,7 @@ def write_qwen_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> in
     root.mkdir(parents=True, exist_ok=True)
     cfg.save_pretrained(root)
     tok.save_pretrained(root)
-    weight_map, part, size, i = {}, {}, 0, 0
-    g = torch.Generator().manual_seed(0)
-
-    def flush():
-        nonlocal part, size, i
-        if part:
-            name = f"model-{i + 1:05d}.safetensors"
-            save_file(part, str(root / name), metadata={"format": "pt"})
-            weight_map.update(dict.fromkeys(part, name))
-            part, size, i = {}, 0, i + 1
-
-    for name, shape in sorted(shapes.items()):
-        part[name] = (torch.randn(shape, generator=g) * 0.02).bfloat16()
-        size += part[name].numel() * 2
-        if size >= shard_mb * 2**20:
-            flush()
-    flush()
-    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return sum(int(torch.Size(s).numel()) for s in shapes.values())
+    return write_random_shards(root, shapes, shard_mb, torch.bfloat16)
 
 
 def main() -> None:
