@@ -475,7 +475,7 @@ def bench_llava(
     from mmembed.data.records import Item
     from mmembed.model.checkpoint import default_dtype
     from mmembed.model.embedder import Embedder, EmbedderConfig
-    from mmembed.model.testing import byte_tokenizer
+    from mmembed.testing.tiny_embedders import byte_tokenizer
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     cfg = llava_mmembed_config(shape)

@@ -138,7 +138,7 @@ def write_qwen_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> in
     from transformers import Qwen2VLConfig
 
     from mmembed.model.qwen_vl import backbone_class
-    from mmembed.model.qwen_vl_testing import tiny_qwen_hf_config, tiny_qwen_tokenizer
+    from mmembed.testing.tiny_qwen_vl import tiny_qwen_hf_config, tiny_qwen_tokenizer
 
     tok = tiny_qwen_tokenizer()
     raw = tiny_qwen_hf_config("qwen2_vl", tok, hidden=hidden)

@@ -34,13 +34,13 @@ WORDS = ["red", "green", "blue", "yellow", "white", "black", "sunset", "note", "
 def make_embedder(model: str, workdir: Path):
     """'colour' (no network, plumbing only), 'tiny' (tiny random model), 'default', or a path."""
     if model == "colour":
-        from mmembed.search.testing import ColourEmbedder
+        from mmembed.testing.colour_embedder import ColourEmbedder
 
         return ColourEmbedder(), None
     from mmembed.model import default_model_name, load_embedder
 
     if model == "tiny":
-        from mmembed.model.testing import tiny_embedder
+        from mmembed.testing.tiny_embedders import tiny_embedder
 
         path = workdir / "tiny-model"
         if not path.is_dir():
@@ -53,7 +53,7 @@ def make_embedder(model: str, workdir: Path):
 def make_corpus(folder: Path, n_images: int, n_notes: int, seed: int = 0) -> list[Path]:
     from PIL import Image, ImageDraw
 
-    from mmembed.search.testing import COLOURS
+    from mmembed.testing.colour_embedder import COLOURS
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)

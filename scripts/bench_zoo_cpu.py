@@ -81,7 +81,7 @@ def gme_2b_shape():
 
     from mmembed.model.embedder import Embedder, EmbedderConfig
     from mmembed.model.qwen_presets import QWEN_PRESETS
-    from mmembed.model.qwen_vl_testing import tiny_qwen_hf_config, tiny_qwen_tokenizer
+    from mmembed.testing.tiny_qwen_vl import tiny_qwen_hf_config, tiny_qwen_tokenizer
 
     tok = tiny_qwen_tokenizer()
     hf = tiny_qwen_hf_config("qwen2_vl", tok)

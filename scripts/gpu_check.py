@@ -238,7 +238,7 @@ def build_model(shape: str, device: str):
 
     from mmembed.model.checkpoint import default_dtype
     from mmembed.model.embedder import Embedder, EmbedderConfig
-    from mmembed.model.testing import byte_tokenizer
+    from mmembed.testing.tiny_embedders import byte_tokenizer
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     cfg = llava_mmembed_config("7b" if shape == "full" else "tiny")

@@ -18,7 +18,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """A tiny random Embedder saved to disk, one per test module."""
     import torch
 
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("model") / "tiny"

@@ -16,7 +16,7 @@ import pytest
 def model_dir(tmp_path_factory) -> Path:
     """A tiny saved model whose tokenizer.json carries truncation and padding, as the shipped
     MiniLM tokenizer does (transformers resets both on the first encode)."""
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     emb = tiny_embedder(seed=0)
     emb.tokenizer.backend_tokenizer.enable_truncation(max_length=128)
@@ -70,7 +70,7 @@ def test_index_from_one_process_loads_in_another(model_dir: Path, tmp_path: Path
 def test_fingerprint_ignores_tokenizer_call_state_but_not_vocabulary(model_dir: Path) -> None:
     from mmembed.data.records import Item
     from mmembed.model import load_embedder
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     model = load_embedder(str(model_dir), device="cpu")
     before = model.fingerprint

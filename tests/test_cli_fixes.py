@@ -52,7 +52,7 @@ def test_eval_local_reuses_a_both_runs_global_embeddings(tmp_path: Path) -> None
     from test_eval_mbeir import toy_tree
 
     from mmembed.eval.mbeir_run import evaluate_model
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     torch.set_num_threads(1)
     root = toy_tree(tmp_path / "data")
@@ -72,8 +72,8 @@ def test_encode_manifest_counts_skipped_files_of_a_folder(tmp_path: Path) -> Non
     from typer.testing import CliRunner
 
     from mmembed.cli import app
-    from mmembed.model.testing import tiny_embedder
-    from mmembed.search.testing import draw_corpus
+    from mmembed.testing.colour_embedder import draw_corpus
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     tiny_embedder(seed=0).save_pretrained(tmp_path / "m")
     folder = tmp_path / "photos"
@@ -98,7 +98,7 @@ def test_serving_searcher_follows_a_reindex_with_another_model(tmp_path: Path) -
 
     from mmembed.search.library import Library, LibraryError, update_library
     from mmembed.search.query import Searcher
-    from mmembed.search.testing import ColourEmbedder, draw_corpus
+    from mmembed.testing.colour_embedder import ColourEmbedder, draw_corpus
 
     photos = tmp_path / "photos"
     draw_corpus(photos)
@@ -132,7 +132,7 @@ def test_server_answers_409_when_it_cannot_follow_the_model(tmp_path: Path) -> N
     from mmembed.search.library import Library, update_library
     from mmembed.search.query import Searcher
     from mmembed.search.server import create_app
-    from mmembed.search.testing import ColourEmbedder, draw_corpus
+    from mmembed.testing.colour_embedder import ColourEmbedder, draw_corpus
 
     draw_corpus(tmp_path / "photos")
     update_library(tmp_path / "lib", [tmp_path / "photos"], ColourEmbedder(), model_spec="a")

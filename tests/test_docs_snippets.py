@@ -161,7 +161,7 @@ def sandbox(tmp_path: Path, tiny_model: Path, monkeypatch) -> Sandbox:
     from PIL import Image
     from test_eval_mbeir import hand_run, toy_tree
 
-    from mmembed.search.testing import draw_corpus
+    from mmembed.testing.colour_embedder import draw_corpus
 
     home, work = tmp_path / "home", tmp_path / "work"
     draw_corpus(home / "Pictures")
@@ -216,7 +216,7 @@ def _setup_rerank(box: Sandbox) -> dict:
     from test_rerank_cli import _tree
 
     from mmembed.eval.runfile import write_run
-    from mmembed.rerank.testing import tiny_llava_parts
+    from mmembed.testing.tiny_rerankers import tiny_llava_parts
 
     write_run(box.work / "runs" / "first.trec", _tree(box.work / "data" / "mbeir"), tag="first")
     model, processor = tiny_llava_parts(seed=1)

@@ -102,7 +102,7 @@ def test_beir_cli_with_a_real_tiny_model(tmp_path):
 
     from mmembed.cli import app
     from mmembed.model import load_embedder
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     tiny_embedder(seed=1).save_pretrained(tmp_path / "model")
     root = beir_dir(tmp_path / "b")

@@ -194,7 +194,7 @@ def tiny():
     import torch
 
     torch.set_num_threads(1)
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     return tiny_embedder(seed=0)
 

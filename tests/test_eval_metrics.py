@@ -9,18 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference_metrics import (
+    first_hit_ranks_from_ids,
+    full_matrix_topk,
+    reference_recall_at_k,
+    streaming_topk,
+)
 
 from mmembed.eval.metrics import (
     beir_scores,
     first_hit_ranks,
-    first_hit_ranks_from_ids,
-    full_matrix_topk,
     hit_rate,
     mrr_at_k,
     ndcg_at_k,
     recall_fraction_at_k,
-    reference_recall_at_k,
-    streaming_topk,
 )
 from mmembed.index import Index
 

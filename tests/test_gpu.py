@@ -57,7 +57,7 @@ def _encode(emb, items) -> np.ndarray:
 def test_half_precision_encode_matches_fp32():
     """bf16 and fp16 embeddings of the MM-Embed architecture (LLaVA-Next, bidirectional Mistral,
     latent attention; tiny) point where the fp32 ones do."""
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     items = _items()
     for kind in ("llava_next", "composed"):
@@ -76,7 +76,7 @@ def test_half_precision_encode_matches_fp32():
 
 def test_device_encode_matches_cpu():
     """fp32 on the device gives the CPU's fp32 embeddings."""
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     items = _items()
     cpu = _encode(tiny_embedder(seed=2, kind="llava_next"), items)
@@ -110,7 +110,8 @@ def assert_same_topk(pool, queries, got_s, got_i, ref_s, ref_i, tol=1e-4):
 def test_gpu_search_matches_cpu_index():
     """Exact top-k on the device (torch; and faiss-gpu when importable) equals the CPU index:
     faiss Flat on the CPU when faiss is importable, and always the numpy streaming reference."""
-    from mmembed.eval.metrics import streaming_topk
+    from reference_metrics import streaming_topk
+
     from mmembed.index.torch_search import exact_topk
 
     pool = _pool(40_000, 96, seed=3)

@@ -173,7 +173,7 @@ def hostile_app(tmp_path):
     from mmembed.search.library import Library, update_library
     from mmembed.search.query import Searcher
     from mmembed.search.server import create_app
-    from mmembed.search.testing import ColourEmbedder
+    from mmembed.testing.colour_embedder import ColourEmbedder
 
     root = tmp_path / "hostile"
     good, _ = hostile_folder(root)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from reference_metrics import full_matrix_topk
 
-from mmembed.eval.metrics import full_matrix_topk
 from mmembed.index.torch_search import exact_topk, sharded_topk
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from mmembed.data.records import TASKS, Item, Modality, Query
 from mmembed.model.embedder import Embedder, EmbedderConfig
-from mmembed.model.testing import byte_tokenizer, tiny_text_config
+from mmembed.testing.tiny_embedders import byte_tokenizer, tiny_text_config
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mmembed.data.records import Item
 from mmembed.model import load_embedder
-from mmembed.model.testing import byte_tokenizer, tiny_embedder, tiny_llava_next_config
+from mmembed.testing.tiny_embedders import byte_tokenizer, tiny_embedder, tiny_llava_next_config
 
 torch.set_num_threads(1)
 

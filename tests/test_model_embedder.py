@@ -10,7 +10,7 @@ from mmembed.data.images import ImageLoadError
 from mmembed.data.records import Candidate, Item, Modality, Query
 from mmembed.model.embedder import Embedder, WeightsMismatchError
 from mmembed.model.prompts import format_prompt
-from mmembed.model.testing import tiny_embedder
+from mmembed.testing.tiny_embedders import tiny_embedder
 
 torch.set_num_threads(1)
 

@@ -16,7 +16,7 @@ from PIL import Image
 from mmembed.data.records import Item
 from mmembed.model import feature_cache as fc
 from mmembed.model.feature_cache import VisionFeatureCache, attach_feature_cache
-from mmembed.model.testing import tiny_embedder
+from mmembed.testing.tiny_embedders import tiny_embedder
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mmembed.data.records import Item
 from mmembed.model.embedder import Embedder
-from mmembed.model.testing import byte_tokenizer, tiny_config, tiny_embedder
+from mmembed.testing.tiny_embedders import byte_tokenizer, tiny_config, tiny_embedder
 
 torch.set_num_threads(1)
 

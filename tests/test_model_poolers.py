@@ -136,7 +136,7 @@ def test_unknown_pooler_is_named():
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_later_token_changes_earlier_output_only_when_bidirectional(bidirectional):
     from mmembed.model.composed import set_causal
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     emb = tiny_embedder(0, "decoder")
     lm = emb.backbone.language_model
@@ -155,7 +155,7 @@ def test_later_token_changes_earlier_output_only_when_bidirectional(bidirectiona
 
 def test_encoder_models_refuse_causal():
     from mmembed.model.composed import set_causal
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     with pytest.raises(ValueError, match="encoder model"):
         set_causal(tiny_embedder(0, "composed").backbone.language_model, causal=True)

@@ -52,7 +52,7 @@ def test_image_path_uses_49_efficientnet_tokens(mini):
 
 
 def test_load_embedder_save_dir_round_trip(tmp_path):
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     emb = tiny_embedder(0)
     emb.save_pretrained(tmp_path / "m")
@@ -68,13 +68,13 @@ def test_load_embedder_errors_name_the_problem(tmp_path):
 
 
 def test_yaml_config_builds(tmp_path):
-    from mmembed.model.testing import tiny_config
+    from mmembed.testing.tiny_embedders import tiny_config
 
     cfg = tiny_config("text").to_dict()
     import json
 
     # a YAML file naming a tokenizer folder: save the tiny tokenizer next to it
-    from mmembed.model.testing import byte_tokenizer
+    from mmembed.testing.tiny_embedders import byte_tokenizer
 
     byte_tokenizer().save_pretrained(tmp_path / "tok")
     cfg["tokenizer"] = str(tmp_path / "tok")

@@ -12,7 +12,7 @@ from PIL import Image
 from mmembed.data.records import Item
 from mmembed.model.embedder import Embedder, WeightsMismatchError
 from mmembed.model.qwen_vl import normalise_qwen_name, smart_resize
-from mmembed.model.qwen_vl_testing import tiny_qwen_embedder, tiny_qwen_hf_config
+from mmembed.testing.tiny_qwen_vl import tiny_qwen_embedder, tiny_qwen_hf_config
 
 torch.set_num_threads(1)
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
@@ -155,7 +155,7 @@ def _tiny_hf_folder(tmp_path, family="qwen2_vl"):
     """A transformers *ForConditionalGeneration saved by the installed transformers (5.x layout)."""
     import transformers
 
-    from mmembed.model.qwen_vl_testing import tiny_qwen_tokenizer
+    from mmembed.testing.tiny_qwen_vl import tiny_qwen_tokenizer
 
     tok = tiny_qwen_tokenizer()
     cfg_cls, gen_cls = {
@@ -249,7 +249,7 @@ def test_a_sharded_folder_loads_shard_by_shard_in_the_target_dtype(tmp_path):
     from mmembed.model import load_embedder
     from mmembed.model.qwen_presets import load_released
     from mmembed.model.qwen_vl import qwen_weight_map
-    from mmembed.model.qwen_vl_testing import tiny_qwen_tokenizer
+    from mmembed.testing.tiny_qwen_vl import tiny_qwen_tokenizer
 
     folder, model = _tiny_hf_folder(tmp_path)
     sharded = tmp_path / "sharded"
@@ -287,7 +287,7 @@ def test_sharded_mismatches_are_all_named_before_any_tensor_is_read(tmp_path, mo
 
     from mmembed.model import checkpoint
     from mmembed.model.qwen_presets import load_released
-    from mmembed.model.qwen_vl_testing import tiny_qwen_tokenizer
+    from mmembed.testing.tiny_qwen_vl import tiny_qwen_tokenizer
 
     _, model = _tiny_hf_folder(tmp_path)
     sharded = tmp_path / "sharded"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from mmembed.cli import app
 from mmembed.data.mbeir import Layout, read_queries, write_qrels, write_queries
-from mmembed.model.qwen_vl_testing import tiny_qwen_embedder
+from mmembed.testing.tiny_qwen_vl import tiny_qwen_embedder
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ from mmembed.data.corpus import scan_corpus
 from mmembed.search.library import Library, update_library
 from mmembed.search.query import Searcher
 from mmembed.search.scan import scan_roots
-from mmembed.search.testing import ColourEmbedder, draw_corpus
+from mmembed.testing.colour_embedder import ColourEmbedder, draw_corpus
 
 
 def test_same_size_edit_is_read_again(tmp_path: Path, monkeypatch) -> None:

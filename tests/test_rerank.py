@@ -20,7 +20,7 @@ from mmembed.rerank.prompts import (  # noqa: E402
     parse_prompts,
 )
 from mmembed.rerank.scorer import answer_token_id  # noqa: E402
-from mmembed.rerank.testing import tiny_llava_reranker, tiny_text_reranker, tiny_tokenizer  # noqa: E402
+from mmembed.testing.tiny_rerankers import tiny_llava_reranker, tiny_text_reranker, tiny_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 

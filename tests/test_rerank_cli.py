@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from mmembed.rerank.testing import tiny_llava_parts
+    from mmembed.testing.tiny_rerankers import tiny_llava_parts
 
     folder = tmp_path_factory.mktemp("tiny-llava")
     model, processor = tiny_llava_parts(seed=1)

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mmembed.search import advice
-from mmembed.search.testing import draw_corpus
+from mmembed.testing.colour_embedder import draw_corpus
 
 
 def _camera_jpeg(path: Path, size=(1200, 900), exif: bool = True) -> Path:

@@ -16,7 +16,7 @@ from PIL import Image
 from mmembed.search.batching import Batcher, stats
 from mmembed.search.library import Library, update_library
 from mmembed.search.query import Searcher
-from mmembed.search.testing import draw_corpus
+from mmembed.testing.colour_embedder import draw_corpus
 
 
 def test_concurrent_submissions_share_batches() -> None:
@@ -60,7 +60,7 @@ def test_one_bad_request_fails_alone() -> None:
 def test_batched_search_equals_one_at_a_time(tmp_path: Path) -> None:
     import torch
 
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     torch.set_num_threads(1)
     photos = tmp_path / "photos"

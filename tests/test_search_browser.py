@@ -18,7 +18,7 @@ import pytest
 from mmembed.search.library import Library, update_library
 from mmembed.search.query import Searcher
 from mmembed.search.server import create_app
-from mmembed.search.testing import ColourEmbedder, draw_corpus
+from mmembed.testing.colour_embedder import ColourEmbedder, draw_corpus
 
 CHROMIUM = os.environ.get("MMEMBED_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MMEMBED_CHROMEDRIVER", "/usr/bin/chromedriver")

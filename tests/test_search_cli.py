@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mmembed.search.testing import draw_corpus
+from mmembed.testing.colour_embedder import draw_corpus
 
 
 def test_index_search_json_html_with_a_saved_model(cli, tiny_model: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def small_benchmark(tmp_path_factory) -> Path:
     from mmembed.data.mbeir import Layout, write_pool, write_queries
     from mmembed.data.records import Candidate, Modality, Query
     from mmembed.search.demo import EXAMPLES
-    from mmembed.search.testing import COLOURS
+    from mmembed.testing.colour_embedder import COLOURS
 
     root = tmp_path_factory.mktemp("offline") / "bench"
     layout = Layout(root)

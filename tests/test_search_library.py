@@ -19,7 +19,7 @@ from mmembed.data.images import ImageLoadError
 from mmembed.search.library import Library, LibraryError, update_library
 from mmembed.search.query import QueryError, Searcher
 from mmembed.search.store import ShardStore
-from mmembed.search.testing import ColourEmbedder, draw_corpus
+from mmembed.testing.colour_embedder import ColourEmbedder, draw_corpus
 
 
 @pytest.fixture()
@@ -97,7 +97,7 @@ _KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from mmembed.search.library import update_library
-    from mmembed.search.testing import ColourEmbedder
+    from mmembed.testing.colour_embedder import ColourEmbedder
 
     class Slow(ColourEmbedder):
         def encode_candidates(self, items, **kw):

@@ -16,7 +16,7 @@ from PIL import Image
 from mmembed.search.library import Library, update_library  # noqa: E402
 from mmembed.search.query import Searcher  # noqa: E402
 from mmembed.search.server import create_app  # noqa: E402
-from mmembed.search.testing import ColourEmbedder, draw_corpus  # noqa: E402
+from mmembed.testing.colour_embedder import ColourEmbedder, draw_corpus  # noqa: E402
 
 LIMIT = 64 * 1024
 

@@ -56,7 +56,7 @@ def _batch(root: Path, size: int = 8, k: int = 0, seed: int = 0):
 
 
 def test_tiny_model_overfits_a_fixed_batch(tree):
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     root, _ = tree
     model = tiny_embedder(1)
@@ -78,7 +78,7 @@ def test_tiny_model_overfits_a_fixed_batch(tree):
 
 
 def test_grad_cache_matches_plain_on_the_embedder(tree):
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     root, _ = tree
     batch = _batch(root, size=8)
@@ -113,7 +113,7 @@ def test_grad_cache_matches_plain_on_the_embedder(tree):
 
 
 def test_lora_setup_trains_adapters_projector_pooler_and_merges(tree):
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     root, _ = tree
     model = tiny_embedder(3)
@@ -153,7 +153,7 @@ def test_lora_setup_trains_adapters_projector_pooler_and_merges(tree):
 
 
 def test_cached_vision_features_equal_computed(tree):
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     root, _ = tree
     batch = _batch(root, size=8)
@@ -330,7 +330,7 @@ def test_two_processes_match_one_process_with_the_global_batch(tree, tmp_path):
 
 
 def test_gradient_checkpointing_keeps_gradients(tree):
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     root, _ = tree
     batch = _batch(root, size=4)

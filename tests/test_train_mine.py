@@ -70,7 +70,7 @@ def test_a_positive_is_never_a_negative_even_when_it_ranks_anywhere():
 
 
 def test_mine_files_with_tiny_model(tmp_path):
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     root = make_tree(tmp_path / "m")
     # give one query a second positive that sits in the pool: it must not come back as a negative

@@ -96,7 +96,7 @@ def make_tree(root: Path) -> Path:
 
 
 def write_model(path: Path, kind: str = "composed", seed: int = 0) -> Path:
-    from mmembed.model.testing import tiny_embedder
+    from mmembed.testing.tiny_embedders import tiny_embedder
 
     tiny_embedder(seed=seed, kind=kind).save_pretrained(path)
     return path

@@ -16,7 +16,6 @@ _LAZY = {
     "load_embedder": "mmembed.model.registry",
     "preset_names": "mmembed.model.registry",
     "default_model_name": "mmembed.model.registry",
-    "tiny_embedder": "mmembed.model.testing",
     "format_prompt": "mmembed.model.prompts",
     "instructions_for": "mmembed.model.prompts",
 }
@@ -29,7 +28,6 @@ __all__ = [  # noqa: RUF022 - explicit for type checkers
     "instructions_for",
     "load_embedder",
     "preset_names",
-    "tiny_embedder",
 ]
 
 
