@@ -1,5 +1,7 @@
 """Shared test settings (offline, deterministic, small thread counts) and the fixtures several
-test modules use: a tiny saved model and a CLI runner."""
+test modules use: a tiny saved model and a CLI runner here, the web server and headless browser
+in tests/browser_fixtures.py (loaded as a plugin). Plain helpers (trees, runs, encoders) live in
+tests/*_fixtures.py modules; test modules never import one another."""
 
 import os
 from pathlib import Path
@@ -11,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+pytest_plugins = ["browser_fixtures"]
 
 
 @pytest.fixture(scope="module")

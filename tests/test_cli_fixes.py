@@ -49,7 +49,7 @@ class CountingEncoder:
 
 def test_eval_local_reuses_a_both_runs_global_embeddings(tmp_path: Path) -> None:
     import torch
-    from test_eval_mbeir import toy_tree
+    from eval_fixtures import toy_tree
 
     from mmembed.eval.mbeir_run import evaluate_model
     from mmembed.testing.tiny_embedders import tiny_embedder

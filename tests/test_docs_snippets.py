@@ -158,8 +158,8 @@ class Sandbox:
 
 @pytest.fixture()
 def sandbox(tmp_path: Path, tiny_model: Path, monkeypatch) -> Sandbox:
+    from eval_fixtures import hand_run, toy_tree
     from PIL import Image
-    from test_eval_mbeir import hand_run, toy_tree
 
     from mmembed.testing.colour_embedder import draw_corpus
 
@@ -213,12 +213,14 @@ def _setup_mteb(box: Sandbox) -> dict:
 
 
 def _setup_rerank(box: Sandbox) -> dict:
-    from test_rerank_cli import _tree
+    from eval_fixtures import rerank_tree
 
     from mmembed.eval.runfile import write_run
     from mmembed.testing.tiny_rerankers import tiny_llava_parts
 
-    write_run(box.work / "runs" / "first.trec", _tree(box.work / "data" / "mbeir"), tag="first")
+    write_run(
+        box.work / "runs" / "first.trec", rerank_tree(box.work / "data" / "mbeir"), tag="first"
+    )
     model, processor = tiny_llava_parts(seed=1)
     folder = box.work / "models" / "llava-v1.6-mistral-7b-hf"
     model.save_pretrained(folder)

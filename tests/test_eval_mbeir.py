@@ -5,110 +5,15 @@ and a model evaluated end to end on local and global pools whose run files score
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from eval_fixtures import hand_run, toy_tree
 from typer.testing import CliRunner
 
-from mmembed.data.instructions import InstructionRow, InstructionTable, write_instructions
-from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries
-from mmembed.data.records import Candidate, Modality, Query
+from mmembed.data.mbeir import Layout
 from mmembed.eval.mbeir import discover, score_run
 from mmembed.eval.runfile import read_run_ids, write_run
-
-
-def toy_tree(root: Path) -> Path:
-    """VisualNews task 0 (text->image), FashionIQ task 7 ((image,text)->image), MSCOCO task 3
-    (image->text, split-specific local pool), their global union pool, qrels and instructions."""
-    lay = Layout(root)
-    (root / "img").mkdir(parents=True)
-
-    def image(name: str, shade: int) -> str:
-        Image.new("RGB", (16, 16), (shade % 256, (shade * 7) % 256, 90)).save(root / "img" / name)
-        return f"img/{name}"
-
-    vn = [Candidate(f"0:{i}", None, image(f"vn{i}.png", 10 * i), Modality.IMAGE) for i in range(12)]
-    fiq = [
-        Candidate(f"7:{i}", None, image(f"fq{i}.png", 20 * i + 5), Modality.IMAGE)
-        for i in range(15)
-    ]
-    coco = [
-        Candidate(f"9:{100 + i}", f"a caption number {i}", None, Modality.TEXT) for i in range(4)
-    ]
-    write_pool(lay.pool_file("visualnews", 0), vn)
-    write_pool(lay.pool_file("fashioniq", 7), fiq)
-    write_pool(root / "cand_pool/local/mbeir_mscoco_task3_test_cand_pool.jsonl", coco)
-    write_pool(lay.global_pool_file("test"), vn + fiq + coco)
-    queries = {
-        ("visualnews", 0): [
-            Query("0:0", "news photo zero", None, Modality.TEXT, 0, ["0:0"]),
-            Query("0:1", "news photo one", None, Modality.TEXT, 0, ["0:1", "0:2"]),
-            Query("0:2", "news photo three", None, Modality.TEXT, 0, ["0:3"]),
-            Query("0:3", "news photo four", None, Modality.TEXT, 0, ["0:4"]),
-        ],
-        ("fashioniq", 7): [
-            Query(f"7:{i}", "is darker", f"img/fq{i + 3}.png", Modality.IMAGE_TEXT, 7, [f"7:{i}"])
-            for i in range(3)
-        ],
-        ("mscoco", 3): [
-            Query("9:0", None, "img/vn0.png", Modality.IMAGE, 3, ["9:100"]),
-            Query("9:1", None, "img/vn1.png", Modality.IMAGE, 3, ["9:101"]),
-        ],
-    }
-    for (name, task), qs in queries.items():
-        write_queries(lay.query_file(name, task, "test"), qs)
-        write_qrels(lay.qrels_file(name, task, "test"), qs)
-    write_instructions(
-        lay.instructions_file,
-        InstructionTable(
-            [
-                InstructionRow(
-                    "text", "image", "VisualNews", 0, ["Find the news image for this caption."]
-                ),
-                InstructionRow(
-                    "image,text",
-                    "image",
-                    "FashionIQ",
-                    7,
-                    ["Find the garment changed as described."],
-                ),
-                InstructionRow(
-                    "image", "text", "MSCOCO", 9, ["Describe this picture.", "Caption this image."]
-                ),
-            ]
-        ),
-    )
-    return root
-
-
-def hand_run(path: Path) -> Path:
-    fill = [f"0:{i}" for i in range(5, 12)]
-    run = {
-        "0:0": ["0:0", *fill],  # hit at rank 1
-        "0:1": [
-            "9:100",
-            "0:9",
-            "0:8",
-            "0:7",
-            "0:2",
-            "0:5",
-        ],  # top-1 is a text: wrong modality; hit at 5
-        "0:2": ["7:0", *fill],  # top-1 from FashionIQ: wrong domain; no hit
-        # "0:3" unanswered
-        "7:0": [f"7:{i}" for i in range(3, 14)] + ["7:0"],  # positive at rank 12: R@20, not R@10
-        "7:1": ["7:1", "7:2"],
-        "7:2": ["7:5", "7:6"],  # same domain, right modality, wrong item: other
-        "9:0": ["9:100"],
-        "9:1": ["9:102", "9:101"],
-    }
-    write_run(
-        path,
-        {q: [(d, 1.0 - 0.01 * r) for r, d in enumerate(ds)] for q, ds in run.items()},
-        tag="hand",
-    )
-    return path
 
 
 def test_discover_names_order_and_split_specific_pool(tmp_path):

@@ -6,54 +6,10 @@ task's instruction ranks every positive last."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from test_eval_mbeir import toy_tree
+from eval_fixtures import RankingEncoder, toy_tree
 
 from mmembed.eval.mbeir_run import evaluate_model
-
-POOL = [f"0:{i}" for i in range(12)] + [f"7:{i}" for i in range(15)]
-POOL += [f"9:{100 + i}" for i in range(4)]  # the union pool of the toy tree, 31 candidates
-INSTRUCTIONS = {  # task -> the instructions of its row in the toy tree's table
-    0: {"Find the news image for this caption."},
-    7: {"Find the garment changed as described."},
-    3: {"Describe this picture.", "Caption this image."},
-}
-POSITIVES = {"0:0": ["0:0"], "0:1": ["0:1", "0:2"], "0:2": ["0:3"], "0:3": ["0:4"]}
-POSITIVES |= {"7:0": ["7:0"], "7:1": ["7:1"], "7:2": ["7:2"], "9:0": ["9:100"], "9:1": ["9:101"]}
-# each query's ranking of the union pool, best first (unlisted candidates score 0)
-RANKING = {
-    "0:0": ["7:1", "7:2", "9:100", "0:0"],  # global rank 4: hit; local rank 1
-    "0:1": ["9:100", "9:101", "9:102", "9:103", "7:0", "0:2"],  # global rank 6: miss; local 1
-    "0:2": ["0:4", "0:5", "0:6", "0:7", "0:8", "0:3"],  # rank 6 in both: miss
-    "0:3": ["0:4"],  # hit
-    "7:0": [f"0:{i}" for i in range(10)] + ["7:0"],  # global rank 11 (R@10): miss; local 1
-    "7:1": [f"7:{i}" for i in range(2, 13)] + ["7:1"],  # rank 12 in both: miss
-    "7:2": ["7:2"],  # hit
-    "9:0": ["0:0", "0:1", "0:2", "0:3", "0:4", "9:100"],  # global rank 6: miss; local 1
-    "9:1": ["9:101"],  # hit
-}
-
-
-class RankingEncoder:
-    dim = len(POOL)
-    fingerprint = "ranking-encoder-test"
-
-    def encode_candidates(self, cands, **kw) -> np.ndarray:
-        return np.eye(self.dim, dtype=np.float32)[[POOL.index(c.did) for c in cands]]  # (N, D)
-
-    def encode_queries(self, queries, *, instructions=None, **kw) -> np.ndarray:
-        instructions = instructions or [None] * len(queries)
-        out = np.zeros((len(queries), self.dim), dtype=np.float32)  # (Q, D)
-        for row, (q, instr) in enumerate(zip(queries, instructions, strict=True)):
-            if instr in INSTRUCTIONS[q.task_id]:
-                order = RANKING[q.qid]
-            else:  # no (or a wrong) instruction: every other candidate first, positives last
-                pos = POSITIVES[q.qid]
-                order = [d for d in POOL if d not in pos] + pos
-            for rank, did in enumerate(order):
-                out[row, POOL.index(did)] = len(POOL) - rank
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def _table(report, system):

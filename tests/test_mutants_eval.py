@@ -5,8 +5,7 @@ derived in tests/test_eval_recall.py."""
 from __future__ import annotations
 
 import pytest
-from test_eval_mbeir import toy_tree
-from test_eval_recall import RankingEncoder
+from eval_fixtures import RankingEncoder, toy_tree
 
 from mmembed.eval.mbeir_run import evaluate_model
 from mmembed.eval.runfile import read_run, write_run

@@ -10,11 +10,9 @@ import pytest
 import torch  # core dependencies: a broken install fails here, never skips
 import transformers  # noqa: F401
 import typer
+from eval_fixtures import rerank_tree
 from typer.testing import CliRunner  # noqa: E402
 
-from mmembed.data.instructions import InstructionRow, InstructionTable, write_instructions  # noqa: E402
-from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries  # noqa: E402
-from mmembed.data.records import Candidate, Modality, Query  # noqa: E402
 from mmembed.eval.runfile import read_run, write_run  # noqa: E402
 from mmembed.rerank.cli import default_out, rerank  # noqa: E402
 
@@ -32,47 +30,8 @@ def checkpoint(tmp_path_factory) -> Path:
     return folder
 
 
-def _tree(root: Path) -> dict[str, list[tuple[str, float]]]:
-    from PIL import Image
-
-    lay = Layout(root)
-    (root / "images").mkdir(parents=True)
-    for i in range(8):
-        Image.new("RGB", (30, 30 + i), (30 * i, 10, 200 - 20 * i)).save(
-            root / "images" / f"{i}.png"
-        )
-    (root / "images" / "7.png").write_bytes(b"")  # unreadable: empty file
-    queries = [
-        Query(f"9:{i}", f"caption number {i}", None, Modality.TEXT, 0, [f"9:{10 + i}"])
-        for i in range(3)
-    ]
-    cands = [Candidate(f"9:{10 + i}", None, f"images/{i}.png", Modality.IMAGE) for i in range(8)]
-    write_queries(lay.query_file("MSCOCO", 0, "test"), queries)
-    write_qrels(lay.qrels_file("MSCOCO", 0, "test"), queries)
-    write_pool(lay.pool_file("MSCOCO", 0), cands)
-    write_instructions(
-        lay.instructions_file,
-        InstructionTable(
-            [
-                InstructionRow(
-                    "text",
-                    "image",
-                    "MSCOCO",
-                    9,
-                    ["Find me an everyday image that matches the given caption."],
-                ),
-            ]
-        ),
-    )
-    # ranks: candidate 7 (unreadable) sits at rank 2 for every query
-    order = [10, 17, 11, 12, 13, 14, 15, 16]
-    return {
-        q.qid: [(f"9:{d}", round(0.9 - 0.1 * r, 3)) for r, d in enumerate(order)] for q in queries
-    }
-
-
 def test_rerank_command_writes_new_run_beside_input(tmp_path, checkpoint):
-    run = _tree(tmp_path / "data")
+    run = rerank_tree(tmp_path / "data")
     run_path = tmp_path / "runs" / "first.trec"
     write_run(run_path, run, tag="first")
     app = typer.Typer()
@@ -155,7 +114,7 @@ def test_instruction_from_table_is_used(tmp_path, checkpoint):
     from mmembed.rerank.load import load_reranker
     from mmembed.rerank.pipeline import rerank_run
 
-    run = _tree(tmp_path / "data")
+    run = rerank_tree(tmp_path / "data")
     inputs = load_inputs(tmp_path / "data", run, k=3)
     assert set(inputs.queries) == set(run) and len(inputs.candidates) == 3
     r = load_reranker(checkpoint)
@@ -189,7 +148,7 @@ def test_instruction_from_table_is_used(tmp_path, checkpoint):
 
 
 def test_bad_arguments_give_clear_errors(tmp_path, checkpoint):
-    run = _tree(tmp_path / "data")
+    run = rerank_tree(tmp_path / "data")
     run_path = tmp_path / "first.trec"
     write_run(run_path, run)
     app = typer.Typer()
