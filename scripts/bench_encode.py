@@ -473,8 +473,8 @@ def bench_llava(
     import torch
 
     from mmembed.data.records import Item
-    from mmembed.model.checkpoint import default_dtype
     from mmembed.model.embedder import Embedder, EmbedderConfig
+    from mmembed.model.shards import default_dtype
     from mmembed.testing.tiny_embedders import byte_tokenizer
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

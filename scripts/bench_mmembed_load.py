@@ -28,7 +28,7 @@ def rss(field):
             return int(line.split()[1]) * 1024
 import torch
 from mmembed.model import load_embedder
-import mmembed.model.checkpoint  # noqa: F401  (imports done before the baseline)
+import mmembed.model.mmembed_checkpoint  # noqa: F401  (imports done before the baseline)
 import transformers, safetensors  # noqa: F401
 import mmembed.model.qwen_presets, mmembed.model.qwen_vl, mmembed.model.registry as registry  # noqa: E401
 from mmembed.model.embedder import EmbedderConfig
@@ -81,8 +81,8 @@ def write_folder(root: Path, hidden: int, layers: int, shard_mb: int) -> int:
     """A random release-layout folder; returns the parameter count."""
     import torch
 
-    from mmembed.model.checkpoint import load_mmembed_tokenizer, to_checkpoint_name
     from mmembed.model.embedder import Embedder, EmbedderConfig
+    from mmembed.model.mmembed_checkpoint import load_mmembed_tokenizer, to_checkpoint_name
     from mmembed.model.mmembed_release import release_config
 
     fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mmembed_release"

@@ -236,8 +236,8 @@ def build_model(shape: str, device: str):
     from bench_encode import llava_mmembed_config
     from transformers.initialization import no_init_weights
 
-    from mmembed.model.checkpoint import default_dtype
     from mmembed.model.embedder import Embedder, EmbedderConfig
+    from mmembed.model.shards import default_dtype
     from mmembed.testing.tiny_embedders import byte_tokenizer
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

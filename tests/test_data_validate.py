@@ -600,11 +600,11 @@ def test_null_negatives_and_empty_files_are_reported(tmp_path):
 
 
 def test_results_table_shows_each_clashing_file_its_own_numbers(tmp_path):
-    from mmembed.eval.mbeir import Report, TaskResult, TaskSet
+    from mmembed.eval.mbeir import Report, TaskFiles, TaskResult
     from mmembed.eval.tables import markdown
 
     def task(name):
-        return TaskSet(name, name, 900, 1, "test", tmp_path / f"mbeir_{name}_task1_test.jsonl",
+        return TaskFiles(name, name, 900, 1, "test", tmp_path / f"mbeir_{name}_task1_test.jsonl",
                        tmp_path / "p", tmp_path / "q")  # fmt: skip
 
     tasks = [task("mydata"), task("other")]

@@ -178,8 +178,8 @@ def test_full_size_mmembed_on_meta_device(tmp_path):
     name and shape is accepted, and the parameter count is the release's (~8.18B)."""
     from pathlib import Path
 
-    from mmembed.model.checkpoint import check_release_names, load_mmembed_tokenizer
     from mmembed.model.embedder import Embedder, EmbedderConfig, WeightsMismatchError
+    from mmembed.model.mmembed_checkpoint import check_release_names, load_mmembed_tokenizer
     from mmembed.model.mmembed_release import release_config
 
     fixture = Path(__file__).parent / "fixtures" / "mmembed_release" / "MM-Embed"

@@ -167,7 +167,7 @@ def test_missing_retriever_offline_names_the_file(tmp_path, monkeypatch):
 def test_retriever_as_a_local_folder(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from mmembed.model.checkpoint import load_mmembed
+    from mmembed.model.mmembed_checkpoint import load_mmembed
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -223,26 +223,26 @@ def test_a_mismatch_is_one_error_listing_every_name(tmp_path, hub_cache):
 def test_loads_shard_by_shard_in_the_target_dtype(monkeypatch, hub_cache):
     """The model is built in bf16 before any tensor is read, and tensors are copied in one by
     one: no fp32 copy of the weights exists at any point."""
-    from mmembed.model import checkpoint
+    from mmembed.model import mmembed_checkpoint
 
     seen = {}
-    real_build = checkpoint.Embedder.build
+    real_build = mmembed_checkpoint.Embedder.build
 
     def build(*a, **k):
         emb = real_build(*a, **k)
         seen["dtypes"] = {p.dtype for p in emb.parameters()}
         return emb
 
-    monkeypatch.setattr(checkpoint.Embedder, "build", build)
+    monkeypatch.setattr(mmembed_checkpoint.Embedder, "build", build)
     opened = []
-    real_iter = checkpoint.iter_tensors
+    real_iter = mmembed_checkpoint.iter_tensors
 
     def iter_tensors(path, weight_map):
         for name, t in real_iter(path, weight_map):
             opened.append(t.dtype)
             yield name, t
 
-    monkeypatch.setattr(checkpoint, "iter_tensors", iter_tensors)
+    monkeypatch.setattr(mmembed_checkpoint, "iter_tensors", iter_tensors)
     emb = load_embedder(FOLDER, device="cpu", dtype="bf16")
     assert seen["dtypes"] == {torch.bfloat16}
     assert {p.dtype for p in emb.parameters()} == {torch.bfloat16}

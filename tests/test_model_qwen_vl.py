@@ -285,7 +285,7 @@ def test_sharded_mismatches_are_all_named_before_any_tensor_is_read(tmp_path, mo
 
     from safetensors.torch import load_file, save_file
 
-    from mmembed.model import checkpoint
+    from mmembed.model import shards
     from mmembed.model.qwen_presets import load_released
     from mmembed.testing.tiny_qwen_vl import tiny_qwen_tokenizer
 
@@ -308,7 +308,7 @@ def test_sharded_mismatches_are_all_named_before_any_tensor_is_read(tmp_path, mo
     def no_reads(*_a, **_k):
         raise AssertionError("a tensor was read before the names and shapes were checked")
 
-    monkeypatch.setattr(checkpoint, "iter_tensors", no_reads)
+    monkeypatch.setattr(shards, "iter_tensors", no_reads)  # qwen_vl imports it at call time
     with pytest.raises(WeightsMismatchError) as err:
         load_released(_preset_config("gme-qwen2-vl-2b", sharded), device="cpu", dtype="bf16")
     msg = str(err.value)

@@ -56,10 +56,10 @@ def test_error_table_rows(report):
 def test_recall_cut_offs_follow_the_reference(tmp_path):
     """UniIR reports R@10/20/50 for Fashion200K and FashionIQ (R@10 the headline), R@1/5/10
     with R@5 the headline elsewhere (DESIGN §3)."""
-    from mmembed.eval.mbeir import TaskSet
+    from mmembed.eval.mbeir import TaskFiles
 
-    def task(dataset: str) -> TaskSet:
-        return TaskSet(dataset.lower(), dataset, 1, 0, "test", tmp_path, tmp_path, tmp_path)
+    def task(dataset: str) -> TaskFiles:
+        return TaskFiles(dataset.lower(), dataset, 1, 0, "test", tmp_path, tmp_path, tmp_path)
 
     for name in ("Fashion200K", "FashionIQ"):
         assert (task(name).ks, task(name).headline_k) == ((10, 20, 50), 10)

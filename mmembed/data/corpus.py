@@ -44,7 +44,7 @@ class Fingerprint:
 
 
 @dataclass(frozen=True)
-class Source:
+class CandidateOrigin:
     """Where a candidate came from: the file (absolute), the jsonl line if any, and its key."""
 
     path: str
@@ -59,7 +59,7 @@ class CorpusScan:
     root: str
     dataset_id: int
     candidates: list[Candidate] = field(default_factory=list)
-    sources: dict[str, Source] = field(default_factory=dict)  # did -> source
+    sources: dict[str, CandidateOrigin] = field(default_factory=dict)  # did -> source
     skipped: list[Skipped] = field(default_factory=list)
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)  # relative path -> print
     ignored: int = 0  # files with extensions the corpus does not read
@@ -81,7 +81,7 @@ class CorpusScan:
             root=obj["root"],
             dataset_id=int(obj["dataset_id"]),
             candidates=[Candidate.from_json(c) for c in obj["candidates"]],
-            sources={d: Source(**s) for d, s in obj["sources"].items()},
+            sources={d: CandidateOrigin(**s) for d, s in obj["sources"].items()},
             skipped=[Skipped(*s) for s in obj["skipped"]],
             fingerprints={p: Fingerprint(**f) for p, f in obj["fingerprints"].items()},
             ignored=int(obj.get("ignored", 0)),
@@ -202,7 +202,7 @@ def scan_corpus(
     skipped = reader.skipped
     scan = CorpusScan(root=str(root_path), dataset_id=dataset_id)
     reuse = previous if previous is not None and previous.dataset_id == dataset_id else None
-    old_by_file: dict[str, list[tuple[Source, Candidate]]] = {}
+    old_by_file: dict[str, list[tuple[CandidateOrigin, Candidate]]] = {}
     if reuse is not None:
         by_did = {c.did: c for c in reuse.candidates}
         for did, src in reuse.sources.items():
@@ -278,6 +278,6 @@ def scan_corpus(
         modality = Modality.of(it.text, it.image_path)
         src = json.dumps(it.src, ensure_ascii=False, sort_keys=True)
         scan.candidates.append(Candidate(did, it.text, it.image_path, modality, src))
-        scan.sources[did] = Source(it.path, it.line, it.key)
+        scan.sources[did] = CandidateOrigin(it.path, it.line, it.key)
     scan.skipped = skipped
     return scan

@@ -47,7 +47,7 @@ ERROR_KINDS = ("wrong_modality", "wrong_domain", "other")
 
 
 @dataclass
-class TaskSet:
+class TaskFiles:
     """One (dataset, task, split) of a data root and its files."""
 
     name: str  # the lower-case name used in file names
@@ -88,7 +88,7 @@ def _first_qid(path: Path) -> str | None:
     return None
 
 
-def discover(root: str | Path, split: str = "test") -> list[TaskSet]:
+def discover(root: str | Path, split: str = "test") -> list[TaskFiles]:
     """Every query set of ``split`` under ``root`` with its local pool and qrels, reference order."""
     layout = Layout(root)
     names = {n.lower(): n for n in DATASETS}
@@ -108,7 +108,7 @@ def discover(root: str | Path, split: str = "test") -> list[TaskSet]:
         did = int(qid.split(":")[0])
         display = names.get(name) or tsv_names.get(did) or name
         sets.append(
-            TaskSet(
+            TaskFiles(
                 name,
                 display,
                 did,
@@ -124,21 +124,21 @@ def discover(root: str | Path, split: str = "test") -> list[TaskSet]:
             f"{Path(root) / 'query' / split}: no M-BEIR query files "
             f"(mbeir_<dataset>_task<n>_{split}.jsonl); is --data the M-BEIR root?"
         )
-    return sorted(sets, key=TaskSet.sort_key)
+    return sorted(sets, key=TaskFiles.sort_key)
 
 
 @dataclass
 class TaskData:
     """The queries of a task set and their positives (from the qrels file, as the reference)."""
 
-    task: TaskSet
+    task: TaskFiles
     queries: list[Query]
     positives: list[set[str]]
     errors: ErrorLog
 
 
 def load_task(
-    task: TaskSet, errors: ErrorLog | None = None, *, positives: str = "positive"
+    task: TaskFiles, errors: ErrorLog | None = None, *, positives: str = "positive"
 ) -> TaskData:
     """``positives``: which qrels lines count (data.mbeir.QRELS_RULES; UniIR's rule by default)."""
     errors = errors if errors is not None else ErrorLog()
@@ -254,7 +254,7 @@ class Report:
     """Results of one or more systems over the task sets of one split."""
 
     split: str
-    tasks: list[TaskSet]
+    tasks: list[TaskFiles]
     results: list[TaskResult] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -262,7 +262,7 @@ class Report:
     def systems(self) -> list[str]:
         return list(dict.fromkeys(r.system for r in self.results))
 
-    def get(self, task: TaskSet, system: str) -> TaskResult | None:
+    def get(self, task: TaskFiles, system: str) -> TaskResult | None:
         for r in self.results:
             if r.system == system and (r.dataset_id, r.task_id) == (task.dataset_id, task.task_id):
                 return r
@@ -293,7 +293,7 @@ class Report:
 
 def score_run(
     run: dict[str, list[str]],
-    tasks: Sequence[TaskSet],
+    tasks: Sequence[TaskFiles],
     system: str,
     *,
     pool_files: Sequence[Path] = (),

@@ -50,7 +50,7 @@ def resolve_gpu(gpu: bool | str | int) -> int:
     return n
 
 
-def to_device(cpu_index: Any, ngpu: int) -> Any:
+def index_to_gpus(cpu_index: Any, ngpu: int) -> Any:
     """A search replica of ``cpu_index`` sharded over ``ngpu`` GPUs, or the index itself (CPU).
 
     Index types without a GPU implementation (HNSW, for one) stay on the CPU."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mmembed.index.device import import_faiss, resolve_gpu, to_device
+from mmembed.index.device import import_faiss, index_to_gpus, resolve_gpu
 from mmembed.index.ids import IdMap
 
 FORMAT_VERSION = 1
@@ -315,7 +315,7 @@ class Index:
 
     def _search_index(self, params: dict[str, Any] | None) -> Any:
         if self._device_index is None:
-            self._device_index = to_device(self._index, self._ngpu)
+            self._device_index = index_to_gpus(self._index, self._ngpu)
         if params:
             faiss = import_faiss()
             spec = ",".join(f"{k}={v}" for k, v in params.items())

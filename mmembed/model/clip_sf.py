@@ -205,14 +205,14 @@ class ClipScoreFusion(nn.Module):
         instructions: str | Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> np.ndarray | torch.Tensor:
-        from mmembed.model.encode import encode_records
+        from mmembed.model.batch_encode import encode_records
 
         return encode_records(self, queries, is_query=True, instructions=instructions, **kwargs)
 
     def encode_candidates(
         self, candidates: Sequence[Candidate | Item], **kwargs: Any
     ) -> np.ndarray | torch.Tensor:
-        from mmembed.model.encode import encode_records
+        from mmembed.model.batch_encode import encode_records
 
         return encode_records(self, candidates, is_query=False, instructions=None, **kwargs)
 

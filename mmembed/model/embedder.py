@@ -414,7 +414,7 @@ class Embedder(nn.Module):
         num_workers: int = 2,
     ) -> np.ndarray | torch.Tensor:
         """Queries (or Items) -> (N, dim) float32, L2-normalised; MM-Embed query prompts."""
-        from mmembed.model.encode import encode_records
+        from mmembed.model.batch_encode import encode_records
 
         return encode_records(
             self,
@@ -439,7 +439,7 @@ class Embedder(nn.Module):
         num_workers: int = 2,
     ) -> np.ndarray | torch.Tensor:
         """Candidates (or Items) -> (N, dim) float32, L2-normalised; candidate prompts."""
-        from mmembed.model.encode import encode_records
+        from mmembed.model.batch_encode import encode_records
 
         return encode_records(
             self,

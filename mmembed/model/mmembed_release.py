@@ -1,7 +1,8 @@
 """The released nvidia/MM-Embed folder as its reference code reads it: the weight-name table, the
 retriever (NV-Embed) config that config.json's ``retriever`` entry names, and the EmbedderConfig
 built from both, with every value taken from where the reference takes it. Also the reference's
-pooling rule for instructions. Knows nothing of loading tensors (checkpoint.py does that)."""
+pooling rule for instructions. Knows nothing of loading tensors (mmembed_checkpoint.py does
+that)."""
 
 from __future__ import annotations
 

@@ -143,7 +143,7 @@ def load_embedder(
     path = Path(name).expanduser()
     if path.is_dir():
         if _is_mmembed_layout(path):
-            from mmembed.model.checkpoint import load_mmembed
+            from mmembed.model.mmembed_checkpoint import load_mmembed
 
             return load_mmembed(path, device=device, dtype=dtype)
         if (path / CONFIG_NAME).is_file():
