@@ -27,7 +27,13 @@ GROUPS: dict[str, str] = {
     "eval": "mmembed.eval.cli",
 }
 
-# Single commands (`mmembed encode`, `mmembed search`, ...): name -> "module:function".
+# Single commands (`mmembed encode`, `mmembed search`, ...): name -> "module:function". Each sits in
+# the package that does its job, which is the package of the same name where there is one. The one
+# word that reads otherwise: `mmembed index` builds a folder *search library* (scan, encode, a
+# FAISS index inside, kept up to date), the search package's job, so it lives in search/cli.py;
+# mmembed.index is the layer below (the Index class, encoding to shards: `mmembed encode`) and
+# does not import mmembed.search. README.md's layout section lists each package's commands
+# (tests/test_layout.py checks it).
 COMMANDS: dict[str, str] = {
     "encode": "mmembed.index.cli:encode",
     "index": "mmembed.search.cli:index",
