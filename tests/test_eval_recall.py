@@ -1,8 +1,8 @@
 """evaluate_model against recall computed by hand: a transparent encoder (one-hot candidates,
-queries that rank the pool in an order written here) on the toy M-BEIR tree, so every number of
-the local and global tables, and the top-1 error kinds, follows from the lists below and nothing
-goes through score_task twice. Instructions are part of the input: a query encoded without its
-task's instruction ranks every positive last."""
+queries that rank the pool in the order tests/eval_fixtures.py writes down) on the toy M-BEIR
+tree, so every number of the local and global tables, and the top-1 error kinds, follows from
+those lists and nothing goes through score_task twice. Instructions are part of the input: a
+query encoded without its task's instruction ranks every positive last."""
 
 from __future__ import annotations
 
