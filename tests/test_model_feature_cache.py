@@ -78,7 +78,8 @@ def test_embeddings_through_the_folder_equal_uncached(tmp_path):
     attach_feature_cache(emb, cache)
     first = emb.encode_candidates(items, show_progress=False, batch_size=4)
     assert (cache.disk_hits, cache.disk_misses) == (0, 5)
-    np.testing.assert_array_equal(first, plain)
+    # the tower may see a different batch (the misses only) than the uncached path: float noise
+    np.testing.assert_allclose(first, plain, rtol=0, atol=1e-6)
     again = emb.encode_candidates(items[::-1], show_progress=False, batch_size=3)[::-1]
     assert (cache.disk_hits, cache.disk_misses) == (5, 5)
     np.testing.assert_allclose(again, plain, atol=1e-6)  # other batches: other padding
