@@ -215,7 +215,7 @@ def _setup_mteb(box: Sandbox) -> dict:
 def _setup_rerank(box: Sandbox) -> dict:
     from test_rerank_cli import _tree
 
-    from mmembed.eval.runfile import write_run
+    from mmembed.data.runfile import write_run
     from mmembed.rerank.testing import tiny_llava_parts
 
     write_run(box.work / "runs" / "first.trec", _tree(box.work / "data" / "mbeir"), tag="first")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner  # noqa: E402
 from mmembed.data.instructions import InstructionRow, InstructionTable, write_instructions  # noqa: E402
 from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries  # noqa: E402
 from mmembed.data.records import Candidate, Modality, Query  # noqa: E402
-from mmembed.eval.runfile import read_run, write_run  # noqa: E402
+from mmembed.data.runfile import read_run, write_run  # noqa: E402
 from mmembed.rerank.cli import default_out, rerank  # noqa: E402
 
 torch.set_num_threads(1)

@@ -5,11 +5,11 @@ Knows nothing of models or prompts' formatting (that is ``mmembed.model.prompts`
 from __future__ import annotations
 
 import csv
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmembed.data.atomic import atomic_open
 from mmembed.data.errors import DataError, ErrorLog, report
 from mmembed.data.records import Modality
 
@@ -122,13 +122,9 @@ def read_instructions(path: str | Path, errors: ErrorLog | None = None) -> Instr
 
 
 def write_instructions(path: str | Path, table: InstructionTable) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     width = max((len(r.prompts) for r in table.rows), default=1)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow([*COLUMNS, *(f"prompt_{i + 1}" for i in range(width))])
         for r in table.rows:
             w.writerow([r.query_modality, r.cand_modality, r.dataset, r.dataset_id, *r.prompts])
-    os.replace(tmp, path)

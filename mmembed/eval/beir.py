@@ -145,8 +145,8 @@ def evaluate_beir(
     a retrieved document with the query's own id is dropped unless ``ignore_identical_ids`` is
     False -- BEIR's default; mteb's default is False, set True per task where corpora hold
     the queries)."""
+    from mmembed.data.runfile import RunWriter
     from mmembed.eval.metrics import beir_scores
-    from mmembed.eval.runfile import RunWriter
     from mmembed.index import Index
     from mmembed.index.encode import Entry, content_source, encode_entries, load_encoded
 

@@ -85,8 +85,8 @@ def mbeir(
     ),
 ) -> None:
     """Per-task Recall@k (hit rate, as the M-BEIR reference), means, top-1 error analysis."""
+    from mmembed.data.runfile import read_run_ids
     from mmembed.eval.mbeir import Report, discover, score_run
-    from mmembed.eval.runfile import read_run_ids
     from mmembed.eval.tables import headline_table, write_report
 
     names = (
