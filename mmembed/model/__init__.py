@@ -18,7 +18,6 @@ _LAZY = {
     "default_model_name": "mmembed.model.registry",
     "tiny_embedder": "mmembed.model.testing",
     "format_prompt": "mmembed.model.prompts",
-    "instructions_for": "mmembed.model.prompts",
 }
 
 __all__ = [  # noqa: RUF022 - explicit for type checkers
@@ -26,7 +25,6 @@ __all__ = [  # noqa: RUF022 - explicit for type checkers
     "EmbedderConfig",
     "default_model_name",
     "format_prompt",
-    "instructions_for",
     "load_embedder",
     "preset_names",
     "tiny_embedder",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mmembed.data.images import ImageLoadError, load_image
-from mmembed.data.instructions import InstructionTable
-from mmembed.data.records import TASKS, Candidate, Query
+from mmembed.data.instructions import InstructionTable, query_instruction
+from mmembed.data.records import Candidate, Query
 from mmembed.rerank.prompts import IMAGE_MARKER, format_item
 from mmembed.rerank.scorer import Reranker
 
@@ -178,14 +178,8 @@ def rerank_run(
             report.problems.append((qid, None, "query not found in the data; its ranking is kept"))
             continue
         task = reranker.prompts.for_task(q.task_id)
-        instruction = None
-        if instructions is not None:
-            try:
-                instruction = instructions.choose(
-                    q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0
-                )
-            except KeyError:
-                instruction = None  # the template's own instruction
+        # the table's first prompt; None (no table, or no row): the template's own instruction
+        instruction = query_instruction(q, instructions, fixed=0)
         qpath = _image_path(q.image_path, image_root)
         qtext = format_item(text_of(f"q:{qid}", q.text), qpath is not None)
         for rank, (did, _) in enumerate(ranked[:k], 1):

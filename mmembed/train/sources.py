@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmembed.data.errors import DataError, ErrorLog
-from mmembed.data.instructions import InstructionTable, read_instructions
+from mmembed.data.instructions import InstructionTable, query_instruction, read_instructions
 from mmembed.data.mbeir import iter_jsonl, read_pool, read_queries
-from mmembed.data.records import TASKS, Candidate, Modality, Query, dataset_of
+from mmembed.data.records import Candidate, Modality, Query, dataset_of
 from mmembed.train.config import ConfigError, SourceConfig
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,12 @@ class Source:
         return len(self.examples)
 
     def choose_instruction(self, ex: Example, *, seed: int, epoch: int) -> str | None:
-        """The query's instruction for this epoch, a draw seeded by (seed, query, epoch)."""
-        if self.instruction_table is None:
-            return self.instruction
+        """The query's instruction for this epoch, a draw seeded by (seed, query, epoch); the
+        source's fixed ``instruction`` when it has no table."""
         q = ex.query
+        table = self.instruction if self.instruction_table is None else self.instruction_table
         try:
-            return self.instruction_table.choose(
-                q.dataset_id,
-                q.modality.value,
-                TASKS[q.task_id][1],
-                seed=seed,
-                key=f"{q.qid}|{epoch}",
-            )
+            return query_instruction(q, table, seed=seed, key=f"{q.qid}|{epoch}", strict=True)
         except KeyError as e:
             k = (q.dataset_id, q.task_id)
             if k not in self._missing_keys:
