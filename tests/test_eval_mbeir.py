@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from mmembed.data.instructions import InstructionRow, InstructionTable, write_instructions
 from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries
 from mmembed.data.records import Candidate, Modality, Query
-from mmembed.eval.mbeir import discover, score_run
 from mmembed.data.runfile import read_run_ids, write_run
+from mmembed.eval.mbeir import discover, score_run
 
 
 def toy_tree(root: Path) -> Path:

@@ -8,8 +8,8 @@ import pytest
 from test_eval_mbeir import toy_tree
 from test_eval_recall import RankingEncoder
 
-from mmembed.eval.mbeir_run import evaluate_model
 from mmembed.data.runfile import read_run, write_run
+from mmembed.eval.mbeir_run import evaluate_model
 from mmembed.eval.tables import error_table, tsv
 
 
