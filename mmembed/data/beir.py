@@ -23,6 +23,7 @@ from mmembed.data.errors import DataError, ErrorLog, report
 __all__ = [
     "BeirData",
     "beir_paths",
+    "check_beir_folder",
     "doc_text",
     "read_beir",
     "read_beir_jsonl",
@@ -57,6 +58,18 @@ def beir_paths(root: str | Path, split: str) -> dict[str, Path]:
         "queries": root / "queries.jsonl",
         "qrels": root / "qrels" / f"{split}.tsv",
     }
+
+
+def check_beir_folder(root: str | Path, split: str) -> dict[str, Path]:
+    """The folder's three file paths, or FileNotFoundError naming the first one missing."""
+    paths = beir_paths(root, split)
+    for name, p in paths.items():
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"{p}: missing BEIR {name} file (a BEIR folder holds corpus.jsonl, "
+                f"queries.jsonl and qrels/{split}.tsv)"
+            )
+    return paths
 
 
 def read_beir_jsonl(
@@ -121,13 +134,7 @@ def read_beir(root: str | Path, split: str = "test", errors: ErrorLog | None = N
     """Load a BEIR folder for evaluation: only queries with qrels are kept; qrels naming unknown
     queries are reported and dropped, judged documents missing from the corpus reported."""
     errors = errors if errors is not None else ErrorLog()
-    paths = beir_paths(root, split)
-    for name, p in paths.items():
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"{p}: missing BEIR {name} file (a BEIR folder holds corpus.jsonl, "
-                f"queries.jsonl and qrels/{split}.tsv)"
-            )
+    paths = check_beir_folder(root, split)
     corpus = {
         k: {"title": v.get("title") or "", "text": v.get("text") or ""}
         for k, (_, v) in read_beir_jsonl(paths["corpus"], errors).items()
