@@ -5,6 +5,7 @@ path. Prints before/after figures."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def test_gemma_reranks_wordnet_glosses(capsys):
         Path(__file__).resolve().parents[1] / "scripts/bench_rerank_wordnet.py",
     )
     bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_rerank_wordnet"] = bench  # its dataclasses look their module up
     spec.loader.exec_module(bench)
     format_figures, run_bench = bench.format_figures, bench.run_bench
 
