@@ -43,18 +43,17 @@ def peak_rss_mb() -> float:
 
 def wordnet_glosses(n: int) -> list[str]:
     """n real English texts: WordNet noun/verb glosses (Debian wordnet-base), else synthetic."""
+    from mmembed.data.wordnet import WORDNET_DIR, iter_synset_lines
+
     out: list[str] = []
     for part in ("noun", "verb", "adj"):
-        path = Path(f"/usr/share/wordnet/data.{part}")
+        path = WORDNET_DIR / f"data.{part}"
         if not path.is_file():
             continue
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("  ") or "|" not in line:
-                    continue
-                out.append(line.split("|", 1)[1].strip())
-                if len(out) >= n:
-                    return out
+        for syn in iter_synset_lines(path):
+            out.append(syn.gloss)
+            if len(out) >= n:
+                return out
     rng = random.Random(0)
     words = [
         "the",

@@ -23,6 +23,7 @@ def beir_from_wordnet(root: Path, split: str, out: Path) -> dict[str, int]:
 
     The corpus is the task's local pool for test (the same candidates M-BEIR's local setting
     searches) and the positives of the split's queries otherwise (train has no local pool)."""
+    from mmembed.data.beir import BeirData, write_beir
     from mmembed.data.errors import ErrorLog
     from mmembed.data.mbeir import read_pool, read_queries
 
@@ -37,21 +38,12 @@ def beir_from_wordnet(root: Path, split: str, out: Path) -> dict[str, int]:
     )
     wanted = None if split == "test" else {d for q in queries for d in q.pos_dids}
     corpus = [c for c in read_pool(pool_file, errors) if wanted is None or c.did in wanted]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qrels").mkdir(exist_ok=True)
-    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for c in corpus:
-            f.write(
-                json.dumps({"_id": c.did, "title": "", "text": c.text}, ensure_ascii=False) + "\n"
-            )
-    with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
-        for q in queries:
-            f.write(json.dumps({"_id": q.qid, "text": q.text}, ensure_ascii=False) + "\n")
-    with open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for q in queries:
-            for d in q.pos_dids:
-                f.write(f"{q.qid}\t{d}\t1\n")
+    data = BeirData(
+        {c.did: {"title": "", "text": c.text} for c in corpus},
+        {q.qid: q.text for q in queries},
+        {q.qid: dict.fromkeys(q.pos_dids, 1) for q in queries},
+    )
+    write_beir(out, data, split)
     return {"queries": len(queries), "corpus": len(corpus)}
 
 
@@ -60,29 +52,21 @@ def wordnet_beir(out: Path, n: int, split: str = "train", seed: int = 0) -> dict
     (8,000 train, 3,000 test) as a BEIR folder (definition -> entry): train is text-to-text data
     for continual fine-tuning, test a bigger text->text test than the --limit tree's 100. Splits
     come from one seeded hash, so no test synset can appear in train."""
+    from mmembed.data.beir import BeirData, write_beir
     from mmembed.data.offline.assets import find_assets
     from mmembed.data.offline.builder import _select_synsets
     from mmembed.data.offline.tasks import synset_text
 
     chosen = _select_synsets(find_assets(), seed, None)[split][:n]
-    docs: dict[str, str] = {}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "qrels").mkdir(exist_ok=True)
-    with (
-        open(out / "queries.jsonl", "w", encoding="utf-8") as fq,
-        open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fr,
-    ):
-        fr.write("query-id\tcorpus-id\tscore\n")
-        for syn in chosen:
-            text = synset_text(syn)
-            did = docs.setdefault(text, f"d{len(docs)}")
-            fq.write(
-                json.dumps({"_id": syn.key, "text": syn.definition}, ensure_ascii=False) + "\n"
-            )
-            fr.write(f"{syn.key}\t{did}\t1\n")
-    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for text, did in docs.items():
-            f.write(json.dumps({"_id": did, "title": "", "text": text}, ensure_ascii=False) + "\n")
+    docs: dict[str, str] = {}  # text -> doc id (synsets with the same text share a document)
+    data = BeirData({}, {}, {})
+    for syn in chosen:
+        text = synset_text(syn)
+        did = docs.setdefault(text, f"d{len(docs)}")
+        data.queries[syn.key] = syn.definition
+        data.qrels[syn.key] = {did: 1}
+    data.corpus = {did: {"title": "", "text": text} for text, did in docs.items()}
+    write_beir(out, data, split)
     return {"queries": len(chosen), "corpus": len(docs)}
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from mmembed.data.instructions import InstructionRow, InstructionTable, write_instructions
 from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries
 from mmembed.data.records import Candidate, Modality, Query
-from mmembed.eval.runfile import write_run
+from mmembed.data.runfile import write_run
 
 
 def toy_tree(root: Path) -> Path:

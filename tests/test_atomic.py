@@ -33,13 +33,12 @@ def test_binary_mode_and_bad_mode(tmp_path):
     with atomic_open(p, "wb") as f:
         f.write(b"\x00\x01")
     assert p.read_bytes() == b"\x00\x01"
-    with pytest.raises(ValueError, match="mode must be"):
-        with atomic_open(p, "a"):
-            pass
+    with pytest.raises(ValueError, match="mode must be"), atomic_open(p, "a"):
+        pass
 
 
 def _writer(path: str, n: int) -> None:
-    for i in range(50):
+    for _i in range(50):
         atomic_write_text(path, str(n) * 10_000)
 
 

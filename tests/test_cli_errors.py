@@ -100,7 +100,7 @@ def test_rerank_tries_hub_names_with_dots() -> None:
 def test_rerank_cli_with_a_hub_name_offline_is_one_line(cli, tmp_path: Path) -> None:
     from eval_fixtures import rerank_tree
 
-    from mmembed.eval.runfile import write_run
+    from mmembed.data.runfile import write_run
 
     run = tmp_path / "first.trec"
     write_run(run, rerank_tree(tmp_path / "data"), tag="first")

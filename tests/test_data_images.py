@@ -1,5 +1,6 @@
 """Image loading: EXIF orientation, every awkward mode to RGB, the size cap, and clear errors for
-bombs, truncated, corrupt, empty, missing and unreadable files."""
+bombs, truncated, corrupt, empty, missing and unreadable files; where an image path points
+(records.image_file)."""
 
 from __future__ import annotations
 
@@ -144,3 +145,16 @@ def test_animated_gif_gives_first_frame_and_all_sources_agree(tmp_path):
     data = path.read_bytes()
     for src in (data, io.BytesIO(data)):
         assert np.array_equal(np.asarray(load_image(src)), np.asarray(from_path))
+
+
+def test_image_file_joins_to_the_root_absolute_and_normalised(tmp_path, monkeypatch):
+    from mmembed.data.records import image_file
+
+    root = tmp_path / "data"
+    assert image_file(None, root) is None
+    assert image_file("images/x.png", root) == str(root / "images" / "x.png")
+    assert image_file("images/../x.png", str(root)) == str(root / "x.png")
+    assert image_file("/elsewhere/./y.png", root) == "/elsewhere/y.png"  # absolute: kept
+    monkeypatch.chdir(tmp_path)
+    assert image_file("z.png", None) == str(tmp_path / "z.png")  # no root: the working folder
+    assert image_file("z.png", "data") == str(root / "z.png")  # a relative root is made absolute

@@ -45,7 +45,7 @@ def test_round_trip_keeps_unicode_and_nulls(tmp_path):
     ]
     assert mbeir.write_pool(path, cands) == 3
     assert list(mbeir.read_pool(path)) == cands
-    assert not (tmp_path / "p.jsonl.tmp").exists()  # atomic write leaves no temp file
+    assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]  # no temp file left behind
 
 
 def test_written_files_use_the_reference_field_names(tmp_path):

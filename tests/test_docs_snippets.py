@@ -215,7 +215,7 @@ def _setup_mteb(box: Sandbox) -> dict:
 def _setup_rerank(box: Sandbox) -> dict:
     from eval_fixtures import rerank_tree
 
-    from mmembed.eval.runfile import write_run
+    from mmembed.data.runfile import write_run
     from mmembed.testing.tiny_rerankers import tiny_llava_parts
 
     write_run(

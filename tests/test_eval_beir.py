@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmembed.data.beir import read_beir
 from mmembed.data.records import Item
-from mmembed.eval.beir import evaluate_beir, read_beir
+from mmembed.eval.beir import evaluate_beir
 
 VOCAB = ["apple", "banana", "cherry", "date", "egg"]
 
@@ -77,6 +78,26 @@ def test_read_beir_and_errors(tmp_path):
     messages = [str(e) for e in errors.errors]
     assert any("not a number" in m and "test.tsv:6" in m for m in messages)
     assert any("'q9' is not in queries.jsonl" in m for m in messages)
+
+
+def test_write_beir_reads_back(tmp_path):
+    from mmembed.data.beir import BeirData, write_beir
+
+    data = read_beir(beir_dir(tmp_path / "b"))
+    data.corpus["d5"] = {"title": "", "text": "café ☕ naïve"}  # unjudged, non-ASCII
+    counts = write_beir(tmp_path / "w", data, "dev")
+    assert counts == {"corpus": 5, "queries": 2, "qrels": 3}
+    back = read_beir(tmp_path / "w", "dev")
+    assert back == data
+    assert (tmp_path / "w/qrels/dev.tsv").read_text().splitlines()[0] == (
+        "query-id\tcorpus-id\tscore"
+    )
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [
+        "corpus.jsonl",
+        "qrels",
+        "queries.jsonl",
+    ]  # no temp file left behind
+    assert isinstance(back, BeirData)
 
 
 def test_evaluate_beir_by_hand(tmp_path):

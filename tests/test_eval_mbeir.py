@@ -12,8 +12,8 @@ from eval_fixtures import hand_run, toy_tree
 from typer.testing import CliRunner
 
 from mmembed.data.mbeir import Layout
+from mmembed.data.runfile import read_run_ids, write_run
 from mmembed.eval.mbeir import discover, score_run
-from mmembed.eval.runfile import read_run_ids, write_run
 
 
 def test_discover_names_order_and_split_specific_pool(tmp_path):

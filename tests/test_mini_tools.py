@@ -51,8 +51,8 @@ def test_wordnet_beir_folders_are_split_disjoint(tmp_path):
         json.loads(x)["_id"] for x in (tmp_path / "te" / "queries.jsonl").read_text().splitlines()
     ]
     assert not set(q_tr) & set(q_te)
+    from mmembed.data.beir import read_beir
     from mmembed.data.errors import ErrorLog
-    from mmembed.eval.beir import read_beir
 
     data = read_beir(tmp_path / "te", "test", ErrorLog(strict=True))
     assert len(data.queries) == 100

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmembed.data.records import TASKS, Item, Modality, Query
+from mmembed.data.records import Item
 from mmembed.model.embedder import Embedder, EmbedderConfig
 from mmembed.testing.tiny_embedders import byte_tokenizer, tiny_text_config
 
@@ -72,33 +72,3 @@ def test_composed_with_clip_vision_tower(tmp_path):
     back = Embedder.from_pretrained(tmp_path / "m")
     assert back.config.backbone["vision"]["hf_config"]["image_size"] == 28
     assert np.array_equal(back.encode_candidates(items, show_progress=False), v)
-
-
-def test_instruction_table_covers_the_sixteen_pairs():
-    from mmembed.model.prompts import MBEIR_INSTRUCTIONS, instructions_for, mbeir_instruction_table
-
-    assert len(MBEIR_INSTRUCTIONS) == 16
-    table = mbeir_instruction_table()
-    assert len(table) == 16
-    q = Query("8:1", "make it red", "a.png", Modality.IMAGE_TEXT, 7)  # CIRR task 7
-    q_unknown = Query("3:1", "x", None, Modality.TEXT, 1)  # EDIS has no task 1
-    got = instructions_for([q, q_unknown])
-    assert got == [MBEIR_INSTRUCTIONS[("CIRR", 7)], None]
-    assert TASKS[7] == ("image,text", "image")
-
-
-def test_instructions_from_a_dataset_tsv(tmp_path):
-    from mmembed.data.instructions import read_instructions
-    from mmembed.model.prompts import instructions_for
-
-    path = tmp_path / "query_instructions.tsv"
-    path.write_text(
-        "query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1\tprompt_2\n"
-        "text\timage\tMSCOCO\t9\tFirst prompt.\tSecond prompt.\n"
-    )
-    qs = [Query(f"9:{i}", "a dog", None, Modality.TEXT, 0) for i in range(20)]
-    table = read_instructions(path)
-    drawn = instructions_for(qs, table, seed=0)
-    assert set(drawn) == {"First prompt.", "Second prompt."}
-    assert drawn == instructions_for(qs, table, seed=0)  # seeded: reproducible
-    assert set(instructions_for(qs, table, fixed=1)) == {"Second prompt."}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from eval_fixtures import RankingEncoder, toy_tree
 
+from mmembed.data.runfile import read_run, write_run
 from mmembed.eval.mbeir_run import evaluate_model
-from mmembed.eval.runfile import read_run, write_run
 from mmembed.eval.tables import error_table, tsv
 
 

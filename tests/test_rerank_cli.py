@@ -13,7 +13,7 @@ import typer
 from eval_fixtures import rerank_tree
 from typer.testing import CliRunner  # noqa: E402
 
-from mmembed.eval.runfile import read_run, write_run  # noqa: E402
+from mmembed.data.runfile import read_run, write_run  # noqa: E402
 from mmembed.rerank.cli import default_out, rerank  # noqa: E402
 
 torch.set_num_threads(1)

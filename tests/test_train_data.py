@@ -241,3 +241,29 @@ def test_beir_text_source(tmp_path):
     ]
     meta = tb.to_meta()
     assert meta.in_batch.tolist() == [False, False] and meta.own.sum().item() == 2
+
+
+def test_beir_source_reads_with_the_evaluation_rules(tmp_path, caplog):
+    """The training reader is mmembed.data.beir's: a ``query_id`` header, stripped ids, a grade
+    of 0 (or 0.5, read as grade 0) is not a positive, a repeated judgement counts once, a
+    repeated document id keeps the first record; empty documents are reported with their line."""
+    d = tmp_path / "b"
+    (d / "qrels").mkdir(parents=True)
+    docs = [("s0", "zero"), ("s1", "one"), ("s2", "two"), ("s0", "again"), ("s3", "")]
+    (d / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in docs)
+    )
+    (d / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(3))
+    )
+    (d / "qrels/train.tsv").write_text(
+        "query_id\tcorpus_id\tscore\n q0 \ts0\t1\nq0\ts0\t1\nq0\ts1\t0\nq1\ts1\t0.5\nq2\ts2\t2\n\n"
+    )
+    cfg = SourceConfig(name="b", kind="beir", root=str(d), in_batch_negatives=False)
+    (src,) = load_sources([cfg])
+    assert [(e.query.qid, e.pos) for e in src.examples] == [("b/q0", ["b/s0"]), ("b/q2", ["b/s2"])]
+    assert src.candidates["b/s0"].text == "zero" and "b/s3" not in src.candidates
+    messages = [str(e) for e in src.errors.errors]
+    assert any("duplicate id 's0'" in m and "corpus.jsonl:4" in m for m in messages)
+    assert any("empty document" in m and "corpus.jsonl:5" in m for m in messages)
+    assert len(messages) == 2

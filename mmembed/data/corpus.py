@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmembed.data import corpus_files
+from mmembed.data.atomic import atomic_write_text
 from mmembed.data.corpus_files import (
     MAX_TEXT_CHARS,
     FileItem,
@@ -89,11 +89,7 @@ class CorpusScan:
 
     def save(self, path: str | Path) -> None:
         """Write the scan as JSON, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> CorpusScan:

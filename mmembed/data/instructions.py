@@ -1,17 +1,18 @@
 """The M-BEIR instruction table (``instructions/query_instructions.tsv``): prompts keyed by
-(dataset_id, query modality, candidate modality), chosen by a seeded draw or fixed.
+(dataset_id, query modality, candidate modality), chosen by a seeded draw or fixed, and
+:func:`query_instruction`, the one rule every caller uses to give a query its instruction.
 Knows nothing of models or prompts' formatting (that is ``mmembed.model.prompts``)."""
 
 from __future__ import annotations
 
 import csv
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmembed.data.atomic import atomic_open
 from mmembed.data.errors import DataError, ErrorLog, report
-from mmembed.data.records import Modality
+from mmembed.data.records import TASKS, Modality, Query
 
 COLUMNS = ("query_modality", "cand_modality", "dataset_name", "dataset_id")
 # Header names accepted for each key column (files in the wild use either dataset spelling).
@@ -73,6 +74,48 @@ class InstructionTable:
         return len(self.rows)
 
 
+def query_instruction(
+    query: Query,
+    table: InstructionTable | str | None,
+    *,
+    seed: int | None = None,
+    key: str | int | None = None,
+    fixed: int | None = None,
+    strict: bool = False,
+) -> str | None:
+    """The instruction ``query`` is encoded (or reranked) with.
+
+    ``table`` is None (no instruction: None), a string (that fixed instruction for every query),
+    or an :class:`InstructionTable` (a dataset's tsv, or any table built in code, e.g. a model
+    preset's). From a table: the row of (dataset id, query modality, the candidate modality of
+    the query's task) gives prompt ``fixed`` (0-based) or, when ``fixed`` is None, a draw seeded
+    by (``seed``, ``key``); ``key`` defaults to the query id (training adds the epoch to it).
+    A query whose row or task is absent gets None, or a KeyError naming the key when ``strict``.
+
+    >>> t = InstructionTable([InstructionRow("text", "image", "MSCOCO", 9, ["Find a photo."])])
+    >>> query_instruction(Query("9:1", "a dog", None, Modality.TEXT, 0, []), t, fixed=0)
+    'Find a photo.'
+    """
+    if table is None or isinstance(table, str):
+        return table
+    task = TASKS.get(query.task_id)
+    try:
+        if task is None:
+            raise KeyError(f"unknown task id {query.task_id}")
+        return table.choose(
+            query.dataset_id,
+            query.modality.value,
+            task[1],
+            seed=seed,
+            key=query.qid if key is None else key,
+            fixed=fixed,
+        )
+    except KeyError:
+        if strict:
+            raise
+        return None
+
+
 def read_instructions(path: str | Path, errors: ErrorLog | None = None) -> InstructionTable:
     path = Path(path)
     rows: list[InstructionRow] = []
@@ -122,13 +165,9 @@ def read_instructions(path: str | Path, errors: ErrorLog | None = None) -> Instr
 
 
 def write_instructions(path: str | Path, table: InstructionTable) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     width = max((len(r.prompts) for r in table.rows), default=1)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow([*COLUMNS, *(f"prompt_{i + 1}" for i in range(width))])
         for r in table.rows:
             w.writerow([r.query_modality, r.cand_modality, r.dataset, r.dataset_id, *r.prompts])
-    os.replace(tmp, path)

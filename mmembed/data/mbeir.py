@@ -7,13 +7,13 @@ duplicates, missing images) live in ``mmembed.data.validate``. Knows nothing of 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mmembed.data.atomic import atomic_open
 from mmembed.data.errors import DataError, ErrorLog, report
 from mmembed.data.records import TASKS, Candidate, Modality, Query
 
@@ -244,16 +244,12 @@ def iter_jsonl(path: str | Path, errors: ErrorLog | None = None) -> Iterator[tup
 
 def write_jsonl(path: str | Path, objects: Iterable[dict[str, Any]]) -> int:
     """Write objects one per line, atomically (temp file + rename). Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_open(path, "w", newline="\n") as f:
         for obj in objects:
             f.write(json.dumps(obj, ensure_ascii=False))
             f.write("\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 
@@ -487,14 +483,10 @@ def write_pool(path: str | Path, candidates: Iterable[Candidate]) -> int:
 
 def write_qrels(path: str | Path, queries: Iterable[Query]) -> int:
     """Write ``qid 0 did 1 task_id`` for every positive of every query."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_open(path, "w", newline="\n") as f:
         for q in queries:
             for did in q.pos_dids:
                 f.write(f"{q.qid} 0 {did} 1 {q.task_id}\n")
                 n += 1
-    os.replace(tmp, path)
     return n

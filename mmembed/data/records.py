@@ -4,6 +4,7 @@ reference evaluation uses. Knows nothing about files, models or indexes."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -212,6 +213,22 @@ class Item:
     @property
     def modality(self) -> Modality:
         return Modality.of(self.text, self.image)
+
+
+def image_file(image_path: str | Path | None, image_root: str | Path | None) -> str | None:
+    """Where a record's image is: ``image_path`` (an M-BEIR ``img_path``, or a corpus image
+    relative to its root) joined to ``image_root``, as an absolute, normalised path. An absolute
+    ``image_path`` is kept (normalised); no root: relative to the working folder; None: None.
+
+    >>> image_file("images/../a.png", "/data")
+    '/data/a.png'
+    >>> image_file("/img/b.png", "/data")
+    '/img/b.png'
+    """
+    if image_path is None:
+        return None
+    joined = os.path.join(image_root, image_path) if image_root is not None else image_path
+    return os.path.abspath(joined)
 
 
 def as_item(record: Query | Candidate | Item, image_root: str | Path | None = None) -> Item:

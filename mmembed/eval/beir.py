@@ -1,129 +1,19 @@
-"""Text retrieval in BEIR format (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``):
-reading with clear errors, and nDCG@10 / Recall@100 / MRR@10 of a model through the encode
-cache and a FAISS index. Knows the Embedder protocol, not any model."""
+"""Text retrieval in BEIR format: nDCG@10 / Recall@100 / MRR@10 of a model through the encode
+cache and a FAISS index. Reading the folder is ``mmembed.data.beir``. Knows the Embedder
+protocol, not any model."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmembed.data.errors import DataError, ErrorLog, report
+from mmembed.data.beir import read_beir
+from mmembed.data.errors import ErrorLog
 from mmembed.data.records import Item
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BeirData:
-    corpus: dict[str, dict[str, str]]  # doc id -> {"title", "text"}
-    queries: dict[str, str]  # query id -> text (only queries with qrels)
-    qrels: dict[str, dict[str, int]]  # query id -> doc id -> grade
-
-    def doc_text(self, did: str) -> str:
-        """Title and text joined by a space (BEIR's convention for single-field encoders)."""
-        d = self.corpus[did]
-        return f"{d.get('title') or ''} {d.get('text') or ''}".strip()
-
-
-def _read_jsonl(path: Path, errors: ErrorLog) -> dict[str, dict[str, Any]]:
-    from mmembed.data.mbeir import iter_jsonl
-
-    out: dict[str, dict[str, Any]] = {}
-    for line, obj in iter_jsonl(path, errors):
-        rid = obj.get("_id")
-        if not isinstance(rid, (str, int)) or rid == "":
-            report(
-                errors,
-                DataError(
-                    path, line, "_id", "missing or not a string", "every record needs an '_id'"
-                ),
-            )
-            continue
-        rid = str(rid)
-        if rid in out:
-            report(
-                errors, DataError(path, line, "_id", f"duplicate id {rid!r}", "ids must be unique")
-            )
-            continue
-        if not isinstance(obj.get("text", ""), str) or not isinstance(
-            obj.get("title", "") or "", str
-        ):
-            report(errors, DataError(path, line, "text", "text and title must be strings"))
-            continue
-        out[rid] = obj
-    return out
-
-
-def read_qrels_tsv(path: Path, errors: ErrorLog) -> dict[str, dict[str, int]]:
-    """``query-id  corpus-id  score`` with a header line, tab separated."""
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t")
-        for lineno, row in enumerate(rows, 1):
-            if not row or (
-                lineno == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid")
-            ):
-                continue
-            if len(row) < 3:
-                report(
-                    errors,
-                    DataError(
-                        path, lineno, None, f"expected 'query-id corpus-id score', got {row!r}"
-                    ),
-                )
-                continue
-            try:
-                grade = int(float(row[2]))
-            except ValueError:
-                report(errors, DataError(path, lineno, "score", f"not a number: {row[2]!r}"))
-                continue
-            qrels.setdefault(row[0].strip(), {})[row[1].strip()] = grade
-    return qrels
-
-
-def read_beir(root: str | Path, split: str = "test", errors: ErrorLog | None = None) -> BeirData:
-    """Load a BEIR-format folder; qrels naming unknown queries or documents are reported."""
-    root = Path(root)
-    errors = errors if errors is not None else ErrorLog()
-    paths = {
-        "corpus": root / "corpus.jsonl",
-        "queries": root / "queries.jsonl",
-        "qrels": root / "qrels" / f"{split}.tsv",
-    }
-    for name, p in paths.items():
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"{p}: missing BEIR {name} file (a BEIR folder holds corpus.jsonl, "
-                f"queries.jsonl and qrels/{split}.tsv)"
-            )
-    corpus = {
-        k: {"title": v.get("title") or "", "text": v.get("text") or ""}
-        for k, v in _read_jsonl(paths["corpus"], errors).items()
-    }
-    all_queries = {k: v.get("text") or "" for k, v in _read_jsonl(paths["queries"], errors).items()}
-    qrels = read_qrels_tsv(paths["qrels"], errors)
-    for qid in [q for q in qrels if q not in all_queries]:
-        report(
-            errors,
-            DataError(paths["qrels"], None, "query-id", f"query {qid!r} is not in queries.jsonl"),
-        )
-        qrels.pop(qid)
-    unknown = {d for g in qrels.values() for d in g if d not in corpus}
-    if unknown:
-        report(
-            errors,
-            DataError(
-                paths["qrels"],
-                None,
-                "corpus-id",
-                f"{len(unknown)} judged document(s) not in corpus.jsonl, e.g. {sorted(unknown)[:3]}",
-            ),
-        )
-    return BeirData(corpus, {q: all_queries[q] for q in qrels}, qrels)
 
 
 def evaluate_beir(
@@ -145,8 +35,8 @@ def evaluate_beir(
     a retrieved document with the query's own id is dropped unless ``ignore_identical_ids`` is
     False -- BEIR's default; mteb's default is False, set True per task where corpora hold
     the queries)."""
+    from mmembed.data.runfile import RunWriter
     from mmembed.eval.metrics import beir_scores
-    from mmembed.eval.runfile import RunWriter
     from mmembed.index import Index
     from mmembed.index.encode import Entry, content_source, encode_entries, load_encoded
 

@@ -85,8 +85,8 @@ def mbeir(
     ),
 ) -> None:
     """Per-task Recall@k (hit rate, as the M-BEIR reference), means, top-1 error analysis."""
+    from mmembed.data.runfile import read_run_ids
     from mmembed.eval.mbeir import Report, discover, score_run
-    from mmembed.eval.runfile import read_run_ids
     from mmembed.eval.tables import headline_table, write_report
 
     names = (
@@ -212,12 +212,9 @@ def beir(
     ),
 ) -> None:
     """nDCG@10, Recall@100 and MRR@10 of a model on a BEIR-format text retrieval set."""
-    for need in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):  # before heavy imports
-        if not (data / need).is_file():
-            raise FileNotFoundError(
-                f"{data / need}: missing BEIR file (a BEIR folder holds corpus.jsonl, "
-                f"queries.jsonl and qrels/{split}.tsv)"
-            )
+    from mmembed.data.beir import check_beir_folder
+
+    check_beir_folder(data, split)  # before heavy imports
     import json
 
     from mmembed.eval.beir import evaluate_beir

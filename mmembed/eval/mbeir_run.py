@@ -14,6 +14,7 @@ import numpy as np
 
 from mmembed.data.mbeir import Layout, read_pool
 from mmembed.data.records import hash_did
+from mmembed.data.runfile import RunWriter
 from mmembed.eval.mbeir import (
     Report,
     TaskData,
@@ -23,7 +24,6 @@ from mmembed.eval.mbeir import (
     score_task,
     top1_miss_labels,
 )
-from mmembed.eval.runfile import RunWriter
 from mmembed.index.encode import (
     Entry,
     content_source,

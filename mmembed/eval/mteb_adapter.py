@@ -142,7 +142,7 @@ def beir_task(
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
     from mteb.abstasks.task_metadata import TaskMetadata
 
-    from mmembed.eval.beir import read_beir
+    from mmembed.data.beir import read_beir
 
     root = Path(root)
     task_name = (

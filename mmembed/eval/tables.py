@@ -7,9 +7,9 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
+from mmembed.data.atomic import atomic_write_text
 from mmembed.data.records import TASKS
 from mmembed.eval.mbeir import ERROR_KINDS, Report
 
@@ -186,9 +186,5 @@ def write_report(report: Report, out_dir: str | Path, stem: str = "results") -> 
         ("json", json.dumps(report.to_json(), indent=2) + "\n"),
         ("tsv", tsv(report)),
     ):
-        path = out / f"{stem}.{ext}"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(atomic_write_text(out / f"{stem}.{ext}", text))
     return written

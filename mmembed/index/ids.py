@@ -4,13 +4,13 @@ index. Knows nothing of FAISS, vectors or models."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mmembed.data.atomic import atomic_open
 from mmembed.data.records import DID_BASE
 
 _DID_RE = re.compile(r"^\d+:\d+$")
@@ -123,11 +123,9 @@ class IdMap:
     # ------------------------------------------------------------------ persistence
     def save(self, folder: Path) -> None:
         if self.mode == "table":
-            tmp = folder / "ids.txt.tmp"
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            with atomic_open(folder / "ids.txt", "w", newline="\n") as f:
                 for s in self._strings:
                     f.write(("" if s is None else s) + "\n")
-            os.replace(tmp, folder / "ids.txt")
 
     @classmethod
     def load(cls, folder: Path, mode: str) -> IdMap:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mmembed.data.errors import ErrorLog
-from mmembed.data.records import TASKS, Query
+from mmembed.data.records import Query
 from mmembed.index.encode import Entry, content_source, file_source
 
 KINDS = ("auto", "pool", "queries", "corpus")
@@ -59,7 +59,10 @@ def sniff_kind(path: Path) -> str:
 
 def instruction_chooser(spec: str | None, path: Path, seed: int) -> Callable[[Query], str | None]:
     """``spec``: None/'none' (no instruction), 'auto' (the tsv of the M-BEIR tree holding
-    ``path``, none if it has no tsv), a .tsv path, or a fixed instruction text."""
+    ``path``, none if it has no tsv), a .tsv path, or a fixed instruction text. A table's draw is
+    seeded by (``seed``, qid); a query with no row in the table is an error."""
+    from mmembed.data.instructions import query_instruction, read_instructions
+
     if spec is None or spec == "none":
         return lambda q: None
     tsv: Path | None = None
@@ -74,16 +77,12 @@ def instruction_chooser(spec: str | None, path: Path, seed: int) -> Callable[[Qu
         if not tsv.is_file():
             raise FileNotFoundError(f"{tsv}: instruction table not found")
     else:
-        return lambda q: spec
-    from mmembed.data.instructions import read_instructions
-
+        return lambda q: query_instruction(q, spec)
     table = read_instructions(tsv)
 
     def choose(q: Query) -> str | None:
         try:
-            return table.choose(
-                q.dataset_id, q.modality.value, TASKS[q.task_id][1], seed=seed, key=q.qid
-            )
+            return query_instruction(q, table, seed=seed, strict=True)
         except KeyError as e:
             raise KeyError(
                 f"{tsv}: {e.args[0]} (query {q.qid}); add a row or pass --instructions none"

@@ -17,7 +17,6 @@ _LAZY = {
     "preset_names": "mmembed.model.registry",
     "default_model_name": "mmembed.model.registry",
     "format_prompt": "mmembed.model.prompts",
-    "instructions_for": "mmembed.model.prompts",
 }
 
 __all__ = [  # noqa: RUF022 - explicit for type checkers
@@ -25,7 +24,6 @@ __all__ = [  # noqa: RUF022 - explicit for type checkers
     "EmbedderConfig",
     "default_model_name",
     "format_prompt",
-    "instructions_for",
     "load_embedder",
     "preset_names",
 ]

@@ -6,13 +6,14 @@ Knows towers, pixels and keys only: no text, no data files, no training loop."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from mmembed.data.atomic import atomic_open
 
 _DEFAULT: VisionFeatureCache | None = None
 
@@ -146,9 +147,9 @@ class VisionFeatureCache:
                 feats = tower(pixel_values[miss])  # (m, N, C)
             for i, f in zip(miss, feats, strict=True):
                 t = f.detach().to("cpu", torch.float32).contiguous()  # (N, C)
-                tmp = folder / f"{keys[i]}.{os.getpid()}.tmp.npy"
-                np.save(tmp, t.numpy())
-                os.replace(tmp, folder / f"{keys[i]}.npy")  # atomic: readers never see half
+                # atomic: readers never see half a file (no fsync: a cache, rebuilt if lost)
+                with atomic_open(folder / f"{keys[i]}.npy", "wb", fsync=False) as fh:
+                    np.save(fh, t.numpy())
                 out[i] = t
         stacked = torch.stack([t for t in out if t is not None])  # (M, N, C)
         return stacked.to(pixel_values.device, pixel_values.dtype)

@@ -1,15 +1,11 @@
-"""MM-Embed prompt formatting and an instruction table for the sixteen M-BEIR (dataset, task)
-pairs. Knows strings only: no tokeniser, no model (the character span of the instruction is
-returned so the collator can mask its tokens out of pooling)."""
+"""MM-Embed prompt formatting. Knows strings only: no tokeniser, no model (the character span of
+the instruction is returned so the collator can mask its tokens out of pooling). Which
+instruction a query gets is ``mmembed.data.instructions.query_instruction``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-
-from mmembed.data.instructions import InstructionRow, InstructionTable
-from mmembed.data.records import DATASETS, TASKS, Query
 
 IMAGE_TOKEN = "<image>"
 
@@ -83,68 +79,3 @@ def end_instruction(instruction: str, rule: str) -> str:
         last = unicodedata.category(instruction[-1])
         return instruction if last.startswith("P") else instruction + "."
     raise ValueError(f"unknown instruction_end {rule!r}; expected '', 'dot' or 'punct'")
-
-
-# One instruction per (dataset, task) of M-BEIR, written for this project. Keyed by
-# (dataset name, task id); the modalities follow from the task (records.TASKS).
-MBEIR_INSTRUCTIONS: dict[tuple[str, int], str] = {
-    ("VisualNews", 0): "Find the news photograph that this caption describes.",
-    ("VisualNews", 3): "Find the news caption written for this photograph.",
-    ("MSCOCO", 0): "Find an everyday photo that matches this description.",
-    ("MSCOCO", 3): "Find a sentence that describes what this photo shows.",
-    ("Fashion200K", 0): "Find a product photo of the clothing item this text describes.",
-    ("Fashion200K", 3): "Find the product description of the clothing item in this photo.",
-    ("WebQA", 1): "Find a passage from the web that answers this question.",
-    ("WebQA", 2): "Find a web image with its caption that answers this question.",
-    ("EDIS", 2): "Find a news image with its headline that matches this text.",
-    ("NIGHTS", 4): "Find the image that looks most like this one.",
-    ("OVEN", 6): "Find the encyclopedia passage that answers this question about the image.",
-    (
-        "OVEN",
-        8,
-    ): "Find the encyclopedia entry, image and text, for what this question asks about the image.",
-    ("InfoSeek", 6): "Find the passage that answers this question about the pictured entity.",
-    (
-        "InfoSeek",
-        8,
-    ): "Find the entry, image and text, that answers this question about the pictured entity.",
-    ("FashionIQ", 7): "Find the clothing photo that matches this one changed as the text says.",
-    ("CIRR", 7): "Find the photo that matches this one after the change the text asks for.",
-}
-
-
-def mbeir_instruction_table() -> InstructionTable:
-    """The built-in instructions as an InstructionTable (one prompt per key)."""
-    rows = []
-    for (name, task), prompt in MBEIR_INSTRUCTIONS.items():
-        qm, cm = TASKS[task]
-        rows.append(InstructionRow(qm, cm, name, DATASETS[name], [prompt]))
-    return InstructionTable(rows)
-
-
-def instructions_for(
-    queries: Sequence[Query],
-    table: InstructionTable | None = None,
-    *,
-    seed: int | None = 0,
-    fixed: int | None = None,
-) -> list[str | None]:
-    """One instruction per query from ``table`` (the dataset's tsv; the built-in table when
-    None), keyed by (dataset id, query modality, the task's candidate modality). A query whose
-    key is absent gets None (no instruction) rather than an error: mixed pools are common."""
-    table = table or mbeir_instruction_table()
-    out: list[str | None] = []
-    for q in queries:
-        cand_modality = TASKS.get(q.task_id, (None, None))[1]
-        if cand_modality is None:
-            out.append(None)
-            continue
-        try:
-            out.append(
-                table.choose(
-                    q.dataset_id, q.modality.value, cand_modality, seed=seed, key=q.qid, fixed=fixed
-                )
-            )
-        except KeyError:
-            out.append(None)
-    return out

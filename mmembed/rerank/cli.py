@@ -63,7 +63,7 @@ def rerank(
 
     from rich.console import Console
 
-    from mmembed.eval.runfile import read_run, write_run
+    from mmembed.data.runfile import read_run, write_run
     from mmembed.rerank.inputs import load_inputs
     from mmembed.rerank.load import load_reranker
     from mmembed.rerank.pipeline import SCORE_MODES, rerank_run

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mmembed.data.images import ImageLoadError, load_image
-from mmembed.data.instructions import InstructionTable
-from mmembed.data.records import TASKS, Candidate, Query
+from mmembed.data.instructions import InstructionTable, query_instruction
+from mmembed.data.records import Candidate, Query, image_file
 from mmembed.rerank.prompts import IMAGE_MARKER, format_item
 from mmembed.rerank.scorer import Reranker
 
@@ -117,13 +117,6 @@ class _ImageCache:
         return value
 
 
-def _image_path(path: str | None, image_root: str | Path | None) -> str | None:
-    if path is None:
-        return None
-    p = Path(path)
-    return str(p if p.is_absolute() or image_root is None else Path(image_root) / p)
-
-
 def rerank_run(
     run: Mapping[str, Sequence[tuple[str, float]]],
     queries: Mapping[str, Query],
@@ -178,15 +171,9 @@ def rerank_run(
             report.problems.append((qid, None, "query not found in the data; its ranking is kept"))
             continue
         task = reranker.prompts.for_task(q.task_id)
-        instruction = None
-        if instructions is not None:
-            try:
-                instruction = instructions.choose(
-                    q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0
-                )
-            except KeyError:
-                instruction = None  # the template's own instruction
-        qpath = _image_path(q.image_path, image_root)
+        # the table's first prompt; None (no table, or no row): the template's own instruction
+        instruction = query_instruction(q, instructions, fixed=0)
+        qpath = image_file(q.image_path, image_root)
         qtext = format_item(text_of(f"q:{qid}", q.text), qpath is not None)
         for rank, (did, _) in enumerate(ranked[:k], 1):
             ps = PairScore(qid, did, rank)
@@ -195,7 +182,7 @@ def rerank_run(
             if c is None:
                 ps.status = "candidate not found in the pools"
                 continue
-            cpath = _image_path(c.image_path, image_root)
+            cpath = image_file(c.image_path, image_root)
             paths = [p for p in (qpath, cpath) if p is not None]
             if paths and not reranker.multimodal:
                 ps.status = "needs an image but the model reads text only"

@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from mmembed.data.records import TASKS
-
 # (task id, label) of the example searches, one query each, in this order.
 EXAMPLES: list[tuple[int, str]] = [
     (0, "text → image"),
@@ -103,7 +101,7 @@ def run_demo(
     from rich.console import Console
     from rich.table import Table
 
-    from mmembed.data.instructions import read_instructions
+    from mmembed.data.instructions import query_instruction, read_instructions
     from mmembed.data.mbeir import Layout
     from mmembed.index import Index
     from mmembed.model import default_model_name, load_embedder
@@ -131,11 +129,7 @@ def run_demo(
     )
     out: dict[str, Any] = {"examples": [], "hits_at_5": 0, "pool": len(pool), "model": spec}
     for label, q in examples:
-        cand_modality = TASKS[q.task_id][1]
-        try:
-            instruction = table.choose(q.dataset_id, q.modality.value, cand_modality, fixed=0)
-        except KeyError:
-            instruction = None
+        instruction = query_instruction(q, table, fixed=0)
         vec = embedder.encode_queries(
             [q], instructions=instruction, image_root=data, show_progress=False
         )  # (1, D)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmembed.data.atomic import atomic_write_text
 from mmembed.data.images import ImageLoadError
 from mmembed.search.query import Hit
 from mmembed.search.thumbs import data_uri, thumbnail_bytes
@@ -119,7 +120,4 @@ def render_results_page(
         f"<title>{html.escape(title)}: {label}</title><style>{_CSS}</style></head>"
         f"<body><header>{''.join(query_bits)}</header><main>{cards}</main></body></html>\n"
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(out, page)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmembed.data.records import image_file
+
 log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 400  # text kept in the library state for display
@@ -132,9 +134,7 @@ def scan_roots(
         result.skipped.extend((str(s.path), str(s.reason)) for s in scan.skipped)
         for cand in scan.candidates:
             src = scan.sources[cand.did]
-            image = None
-            if cand.image_path is not None:
-                image = os.path.abspath(os.path.join(base, cand.image_path))
+            image = image_file(cand.image_path, base)
             # the image's content hash: a touched but unchanged file is not re-encoded
             image_fp = fps[image][2] if image in fps else None
             if image and image_fp is None:  # a jsonl record's image outside the scanned files

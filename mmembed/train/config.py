@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from mmembed.data.atomic import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A bad training configuration: names the file (or override) and the key."""
@@ -120,11 +122,7 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as YAML (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 # --------------------------------------------------------------------------- parsing

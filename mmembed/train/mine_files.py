@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mmembed.data.errors import ErrorLog
-from mmembed.data.instructions import read_instructions
+from mmembed.data.instructions import query_instruction, read_instructions
 from mmembed.data.mbeir import Layout, read_pool, read_queries, write_queries
-from mmembed.data.records import TASKS
 from mmembed.train.mine import MiningConfig, MiningStats, mine_hard_negatives
 
 
@@ -59,16 +58,7 @@ def mine_files(
     table_path = Layout(root).instructions_file
     if use_instructions and table_path.is_file():
         table = read_instructions(table_path, errors)
-        instructions = []
-        for q in queries:
-            try:
-                instructions.append(
-                    table.choose(
-                        q.dataset_id, q.modality.value, TASKS[q.task_id][1], seed=seed, key=q.qid
-                    )
-                )
-            except KeyError:
-                instructions.append(None)
+        instructions = [query_instruction(q, table, seed=seed) for q in queries]
     mined, stats = mine_hard_negatives(
         emb,
         queries,

@@ -5,16 +5,16 @@ seeded by (seed, query, epoch). Knows nothing about models, batching or losses."
 
 from __future__ import annotations
 
-import csv
 import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmembed.data.beir import doc_text, read_beir_jsonl, read_beir_qrels
 from mmembed.data.errors import DataError, ErrorLog
-from mmembed.data.instructions import InstructionTable, read_instructions
-from mmembed.data.mbeir import iter_jsonl, read_pool, read_queries
-from mmembed.data.records import TASKS, Candidate, Modality, Query, dataset_of
+from mmembed.data.instructions import InstructionTable, query_instruction, read_instructions
+from mmembed.data.mbeir import read_pool, read_queries
+from mmembed.data.records import Candidate, Modality, Query, dataset_of
 from mmembed.train.config import ConfigError, SourceConfig
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,12 @@ class Source:
         return len(self.examples)
 
     def choose_instruction(self, ex: Example, *, seed: int, epoch: int) -> str | None:
-        """The query's instruction for this epoch, a draw seeded by (seed, query, epoch)."""
-        if self.instruction_table is None:
-            return self.instruction
+        """The query's instruction for this epoch, a draw seeded by (seed, query, epoch); the
+        source's fixed ``instruction`` when it has no table."""
         q = ex.query
+        table = self.instruction if self.instruction_table is None else self.instruction_table
         try:
-            return self.instruction_table.choose(
-                q.dataset_id,
-                q.modality.value,
-                TASKS[q.task_id][1],
-                seed=seed,
-                key=f"{q.qid}|{epoch}",
-            )
+            return query_instruction(q, table, seed=seed, key=f"{q.qid}|{epoch}", strict=True)
         except KeyError as e:
             k = (q.dataset_id, q.task_id)
             if k not in self._missing_keys:
@@ -149,40 +143,24 @@ def load_beir(cfg: SourceConfig, errors: ErrorLog) -> Source:
     for k, p in files.items():
         if not p.is_file():
             raise ConfigError(f"source {cfg.name!r}: {k} file {str(p)!r} not found")
-    qrels: dict[str, list[str]] = {}
-    with open(files["qrels"], encoding="utf-8", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f, delimiter="\t"), 1):
-            if lineno == 1 and row and row[0] in ("query-id", "qid"):
-                continue
-            if len(row) < 3:
-                errors.add(
-                    DataError(files["qrels"], lineno, None, "expected query-id, corpus-id, score")
-                )
-                continue
-            try:
-                score = float(row[2])
-            except ValueError:
-                errors.add(DataError(files["qrels"], lineno, "score", f"not a number: {row[2]!r}"))
-                continue
-            if score > 0:
-                qrels.setdefault(row[0], []).append(f"{cfg.name}/{row[1]}")
+    # positives: grade above 0 (mmembed.data.beir reads the files, with evaluation's rules)
+    qrels = {
+        q: [f"{cfg.name}/{d}" for d, grade in judged.items() if grade > 0]
+        for q, judged in read_beir_qrels(files["qrels"], errors).items()
+    }
     candidates: dict[str, Candidate] = {}
-    for lineno, obj in iter_jsonl(files["corpus"], errors):
-        if "_id" not in obj:
-            errors.add(DataError(files["corpus"], lineno, "_id", "missing field"))
-            continue
-        text = " ".join(x for x in (obj.get("title"), obj.get("text")) if x).strip()
+    for did, (lineno, obj) in read_beir_jsonl(files["corpus"], errors).items():
+        text = doc_text(obj.get("title"), obj.get("text"))
         if not text:
             errors.add(
                 DataError(files["corpus"], lineno, "text", "empty document", "it is skipped")
             )
             continue
-        did = f"{cfg.name}/{obj['_id']}"
-        candidates[did] = Candidate(did, text, None, Modality.TEXT)
+        candidates[f"{cfg.name}/{did}"] = Candidate(f"{cfg.name}/{did}", text, None, Modality.TEXT)
     examples: list[Example] = []
-    for lineno, obj in iter_jsonl(files["query_file"], errors):
-        qid, text = str(obj.get("_id", "")), obj.get("text")
-        if not qid or not text:
+    for qid, (lineno, obj) in read_beir_jsonl(files["query_file"], errors).items():
+        text = obj.get("text")
+        if not text:
             errors.add(
                 DataError(files["query_file"], lineno, None, "a query needs '_id' and 'text'")
             )

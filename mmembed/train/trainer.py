@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from mmembed.data.atomic import atomic_write_text
 from mmembed.data.images import ImageLoadError
 from mmembed.model.feature_cache import VisionFeatureCache, attach_feature_cache
 from mmembed.train.checkpoint import (
@@ -143,9 +144,7 @@ class JsonlLog:
                         keep.append(line)
                 except json.JSONDecodeError:
                     break  # a line cut by the kill
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(k + "\n" for k in keep))
 
     def write(self, entry: dict[str, Any]) -> None:
         if self.enabled:

@@ -190,23 +190,19 @@ _POS = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adve
 
 def read_wordnet(assets: Assets) -> list[Synset]:
     """Every synset of the WordNet data files, sorted by key."""
+    from mmembed.data.wordnet import iter_synset_lines
+
     out: list[Synset] = []
     for name in WORDNET_FILES:
-        with open(assets.wordnet / name, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("  ") or "|" not in line:
-                    continue  # licence header
-                head, gloss = line.split("|", 1)
-                parts = head.split()
-                offset, ss_type, n_words = parts[0], parts[2], int(parts[3], 16)
-                lemmas = []
-                for i in range(n_words):
-                    word = parts[4 + 2 * i]
-                    word = word.split("(")[0] if ss_type in "as" else word  # drop "(p)" markers
-                    word = word.replace("_", " ")
-                    if word not in lemmas:
-                        lemmas.append(word)
-                definition = gloss.strip().split('; "')[0].strip().rstrip(";").strip()
-                out.append(Synset(f"{ss_type}{offset}", _POS[ss_type], tuple(lemmas), definition))
+        for syn in iter_synset_lines(assets.wordnet / name):
+            lemmas: list[str] = []
+            for word, _ in syn.words:
+                word = word.split("(")[0] if syn.ss_type in "as" else word  # drop "(p)" markers
+                word = word.replace("_", " ")
+                if word not in lemmas:
+                    lemmas.append(word)
+            definition = syn.gloss.split('; "')[0].strip().rstrip(";").strip()
+            key = f"{syn.ss_type}{syn.offset}"
+            out.append(Synset(key, _POS[syn.ss_type], tuple(lemmas), definition))
     out.sort(key=lambda s: s.key)
     return out

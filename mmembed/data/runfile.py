@@ -3,10 +3,12 @@ Knows nothing of models, indexes or metrics."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any
 
+from mmembed.data.atomic import atomic_open
 from mmembed.data.errors import DataError, ErrorLog, report
 
 Run = dict[str, list[tuple[str, float]]]  # qid -> [(did, score)] best first
@@ -76,12 +78,12 @@ class RunWriter:
         self.path = Path(path)
         self.tag = tag
         self.lines = 0
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._f = None
+        self._stack = contextlib.ExitStack()
+        self._f: IO[Any] | None = None
 
     def __enter__(self) -> RunWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self._tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        # the temp file stays open across add() calls; atomic_open renames it on a clean exit
+        self._f = self._stack.enter_context(atomic_open(self.path, "w", newline="\n"))
         return self
 
     def add(self, qid: str, dids: Sequence[str], scores: Sequence[float]) -> None:
@@ -94,11 +96,8 @@ class RunWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._f is not None
-        self._f.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        self._f = None
+        self._stack.__exit__(exc_type, exc, tb)  # rename, or remove the temp file on error
 
 
 def read_run_ids(

