@@ -78,7 +78,7 @@ KNOWN = [
     ("make_scheduler: linear decay sign", "mmembed/train/trainer.py",
      "max(0.0, 1.0 - frac)", "max(0.0, 1.0 + frac)"),
     ("evaluate_model: instructions dropped", "mmembed/eval/mbeir_run.py",
-     "Entry(q.qid, q, choose(q))", "Entry(q.qid, q, None)"),
+     "EncodeEntry(q.qid, q, choose(q))", "EncodeEntry(q.qid, q, None)"),
 ]  # fmt: skip
 KNOWN_TESTS = {
     "mmembed/data/corpus.py": ["tests/test_data_corpus.py"],
