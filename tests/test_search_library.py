@@ -298,3 +298,33 @@ def test_temp_files_of_a_killed_run_are_removed(photos: Path, tmp_path: Path) ->
     update_library(lib, [], ColourEmbedder())
     assert not any(p.exists() for p in orphans)
     assert Library.open(lib).entries  # the committed state is untouched
+
+
+def test_npz_shards_of_earlier_versions_are_converted_not_reencoded(
+    photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A library written before the shared shard format (``NNNNNN.npz`` with ``keys`` and fp16
+    ``emb``) keeps its embeddings: the next update converts the shards and encodes nothing."""
+    from mmembed.index.embedding_shards import list_shards, read_shard, remove_shard
+
+    lib = tmp_path / "lib"
+    update_library(lib, [photos], ColourEmbedder(), batch_size=4)  # 6 items: 2 shards
+    before = _stored(lib)
+    (folder,) = (lib / "shards").iterdir()
+    for n, stem in list_shards(folder):  # rewrite them as the earlier mmembed wrote them
+        emb, keys = read_shard(stem, mmap=False)
+        np.savez(folder / f"{n:06d}.npz", keys=np.asarray(keys, dtype=str), emb=emb)
+        remove_shard(stem)
+    (folder / "000009.npz").write_bytes(b"PK\x03\x04 not a zip")  # and one damaged shard
+    assert sorted(p.name for p in folder.iterdir()) == ["000000.npz", "000001.npz", "000009.npz"]
+    emb = ColourEmbedder()
+    with caplog.at_level("WARNING"):
+        r = update_library(lib, [], emb)
+    assert (r.reused, r.encoded, emb.encoded) == (6, 0, 0)
+    assert "converted 2 embedding shard(s) from the .npz format" in caplog.text
+    assert "000009.npz: unreadable embedding shard of an earlier mmembed" in caplog.text
+    assert not list(folder.glob("*.npz")) and len(list_shards(folder)) == 2
+    after = _stored(lib)
+    assert after.keys() == before.keys()
+    for did, row in before.items():
+        np.testing.assert_array_equal(after[did], row)

@@ -102,8 +102,9 @@ def read_shard(stem: Path, *, mmap: bool = True) -> tuple[np.ndarray, list[str]]
     emb = np.load(_npy(stem), mmap_mode="r" if mmap else None, allow_pickle=False)
     ids = _ids(stem).read_text(encoding="utf-8").splitlines()
     if emb.ndim != 2 or len(ids) != emb.shape[0]:
+        rows = emb.shape[0] if emb.ndim else 0
         raise ValueError(
-            f"{_npy(stem)}: {emb.shape} rows but {len(ids)} ids; delete the shard and rerun"
+            f"{_npy(stem)}: {rows} rows but {len(ids)} ids; delete the shard and rerun"
         )
     return emb, ids
 

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import shutil
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class ShardStore:
         for _, stem in list_shards(self.folder):
             try:
                 emb, keys = read_shard(stem, mmap=False)  # (N, D), N keys
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, EOFError) as e:
                 log.warning(
                     "%s: unreadable embedding shard (%s); its items will be re-encoded", stem, e
                 )
@@ -104,7 +105,7 @@ class ShardStore:
             try:
                 with np.load(path, allow_pickle=False) as z:
                     keys, emb = z["keys"].tolist(), z["emb"]  # (N,), (N, D)
-            except (OSError, ValueError, KeyError) as e:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 log.warning(
                     "%s: unreadable embedding shard of an earlier mmembed (%s); its items will "
                     "be re-encoded",
