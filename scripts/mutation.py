@@ -51,7 +51,11 @@ TESTS = {
     "mmembed/train/loss.py": ["tests/test_train_loss.py"],
     "mmembed/train/gradcache.py": ["tests/test_train_loss.py"],
     "mmembed/train/mine.py": ["tests/test_train_mine.py"],
-    "mmembed/index/": ["tests/test_index.py", "tests/test_encode.py"],
+    "mmembed/index/": [
+        "tests/test_index.py",
+        "tests/test_encode.py",
+        "tests/test_embedding_shards.py",
+    ],
     "mmembed/model/poolers.py": ["tests/test_model_poolers.py"],
     "mmembed/search/scan.py": ["tests/test_search_library.py"],
 }
