@@ -84,6 +84,8 @@ def encode_pool(embedder, data: Path, pool: list[Any], console) -> tuple[np.ndar
     entries = [EncodeEntry(c.did, c) for c in pool]
     if not (cache / "manifest.json").is_file():
         console.print(f"encoding {len(pool)} candidates (cached for next time)…")
+        for old in cache.parent.glob("*.npy"):  # caches of earlier versions: one .npy a pool
+            old.unlink()
     res = encode_entries(
         embedder,
         entries,
