@@ -59,6 +59,8 @@ def test_shard_round_trip_and_incomplete_shards(tmp_path) -> None:
     assert read_skipped(stem) == [{"id": "e", "error": "ValueError: x"}]
     # a shard whose .npy is missing (the crash came before the last rename) is not there
     write_shard(shard_stem(tmp_path, 5), emb[:1], ["z"])
+    assert read_skipped(shard_stem(tmp_path, 5)) == []  # nothing failed: no .skipped.json
+    assert not (tmp_path / "000005.skipped.json").exists()
     (tmp_path / "000005.npy").unlink()
     assert not has_shard(shard_stem(tmp_path, 5)) and has_shard(stem)
     assert list_shards(tmp_path) == [(3, stem)]

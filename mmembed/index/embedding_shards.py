@@ -1,8 +1,8 @@
 """The one on-disk shard of encoded rows, and the one failure policy for encoding a chunk.
 
-A shard is three files beside each other, named by a stem (``shards/000012``):
-``STEM.npy`` (N, dim) fp16 rows, ``STEM.ids`` (N ids, one a line) and ``STEM.skipped.json``
-(the items of that chunk that could not be encoded, ``[{"id", "error"}]``). Each file is written
+A shard is two or three files beside each other, named by a stem (``shards/000012``):
+``STEM.npy`` (N, dim) fp16 rows, ``STEM.ids`` (N ids, one a line) and, when any item of that
+chunk could not be encoded, ``STEM.skipped.json`` (``[{"id", "error"}]``). Each file is written
 atomically (mmembed.data.atomic) and the ``.npy`` goes last, so a shard whose ``.npy`` exists is
 complete. ``mmembed encode`` (mmembed.index.encode), ``mmembed index`` (mmembed.search.store)
 and ``mmembed demo`` all write and read this format; see docs/evaluation.md and docs/search.md.
@@ -91,7 +91,10 @@ def write_shard(
     bad = [i for i in ids if "\n" in i or "\r" in i]
     if bad:
         raise ValueError(f"id {bad[0]!r} holds a line break; shard ids are one a line")
-    atomic_write_json(_skipped(stem), list(skipped), indent=2, sort_keys=True)
+    if skipped:  # no file when nothing failed: one fsync less per shard
+        atomic_write_json(_skipped(stem), list(skipped), indent=2, sort_keys=True)
+    else:
+        _skipped(stem).unlink(missing_ok=True)  # left by an earlier write of this shard
     atomic_write_text(_ids(stem), "".join(s + "\n" for s in ids))
     with atomic_open(_npy(stem), "wb") as f:
         np.save(f, np.asarray(emb, dtype=np.float16))
