@@ -328,3 +328,22 @@ def test_npz_shards_of_earlier_versions_are_converted_not_reencoded(
     assert after.keys() == before.keys()
     for did, row in before.items():
         np.testing.assert_array_equal(after[did], row)
+
+
+def test_one_item_batches_record_a_bad_item_and_go_on(photos: Path, tmp_path: Path) -> None:
+    """--batch-size 1: a chunk of one that fails is a bad item, not a broken model, so the run
+    records it and goes on (the all-fail stop applies to chunks of two or more)."""
+
+    class FailsOnGreen(ColourEmbedder):
+        def encode_candidates(self, items, **kw):
+            if any(it.image is not None and "green" in str(it.image) for it in items):
+                raise RuntimeError("the model cannot take this one\n(traceback detail)")
+            return super().encode_candidates(items, **kw)
+
+    r = update_library(tmp_path / "lib", [photos], FailsOnGreen(), batch_size=1)
+    assert r.items == 5 and r.failed == [
+        (
+            str(photos / "green.png"),
+            "cannot encode: RuntimeError: the model cannot take this one (traceback detail)",
+        )
+    ]
