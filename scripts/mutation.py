@@ -51,7 +51,11 @@ TESTS = {
     "mmembed/train/loss.py": ["tests/test_train_loss.py"],
     "mmembed/train/gradcache.py": ["tests/test_train_loss.py"],
     "mmembed/train/mine.py": ["tests/test_train_mine.py"],
-    "mmembed/index/": ["tests/test_index.py", "tests/test_encode.py"],
+    "mmembed/index/": [
+        "tests/test_index.py",
+        "tests/test_encode.py",
+        "tests/test_embedding_shards.py",
+    ],
     "mmembed/model/poolers.py": ["tests/test_model_poolers.py"],
     "mmembed/search/scan.py": ["tests/test_search_library.py"],
 }
@@ -78,7 +82,7 @@ KNOWN = [
     ("make_scheduler: linear decay sign", "mmembed/train/trainer.py",
      "max(0.0, 1.0 - frac)", "max(0.0, 1.0 + frac)"),
     ("evaluate_model: instructions dropped", "mmembed/eval/mbeir_run.py",
-     "Entry(q.qid, q, choose(q))", "Entry(q.qid, q, None)"),
+     "EncodeEntry(q.qid, q, choose(q))", "EncodeEntry(q.qid, q, None)"),
 ]  # fmt: skip
 KNOWN_TESTS = {
     "mmembed/data/corpus.py": ["tests/test_data_corpus.py"],

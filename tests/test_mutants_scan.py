@@ -72,10 +72,10 @@ def test_library_search_sees_an_image_edited_in_place(tmp_path: Path) -> None:
 
 
 def test_snippet_cuts_only_past_the_limit() -> None:
-    from mmembed.search.scan import Entry
+    from mmembed.search.scan import LibraryEntry
 
     def snip(text: str) -> str | None:
-        return Entry("1:1", "/x", "text", text, None, "k").snippet(5)
+        return LibraryEntry("1:1", "/x", "text", text, None, "k").snippet(5)
 
     assert snip("abcde") == "abcde"  # exactly the limit: kept whole
     assert snip("abcdef") == "abcd…"  # one over: cut to the limit, ellipsis included

@@ -85,7 +85,9 @@ def test_crash_mid_run_resumes_with_identical_embeddings(photos: Path, tmp_path:
     assert not Library.exists(tmp_path / "lib")  # nothing committed as searchable yet ...
     emb = ColourEmbedder()
     r = update_library(tmp_path / "lib", [photos], emb, batch_size=2)
-    assert r.reused == 4 and r.encoded == 8 and emb.encoded == 8  # ... but 2 batches were kept
+    # ... but what was encoded before the crash was kept: 2 whole batches, and the first item
+    # of the batch the crash began in (a failing batch is bisected, mmembed.index.embedding_shards)
+    assert r.reused == 5 and r.encoded == 7 and emb.encoded == 7
     update_library(tmp_path / "ref", [photos], ColourEmbedder(), batch_size=2)
     resumed, reference = _stored(tmp_path / "lib"), _stored(tmp_path / "ref")
     assert resumed.keys() == reference.keys() and len(resumed) == 12
@@ -117,7 +119,7 @@ def test_sigkill_then_rerun_resumes(photos: Path, tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     shards = lib / "shards"
     while time.monotonic() < deadline and proc.poll() is None:
-        if shards.is_dir() and sum(len(list(d.glob("*.npz"))) for d in shards.iterdir()) >= 3:
+        if shards.is_dir() and sum(len(list(d.glob("*.npy"))) for d in shards.iterdir()) >= 3:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the indexer finished before it could be killed"
@@ -296,3 +298,52 @@ def test_temp_files_of_a_killed_run_are_removed(photos: Path, tmp_path: Path) ->
     update_library(lib, [], ColourEmbedder())
     assert not any(p.exists() for p in orphans)
     assert Library.open(lib).entries  # the committed state is untouched
+
+
+def test_npz_shards_of_earlier_versions_are_converted_not_reencoded(
+    photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A library written before the shared shard format (``NNNNNN.npz`` with ``keys`` and fp16
+    ``emb``) keeps its embeddings: the next update converts the shards and encodes nothing."""
+    from mmembed.index.embedding_shards import list_shards, read_shard, remove_shard
+
+    lib = tmp_path / "lib"
+    update_library(lib, [photos], ColourEmbedder(), batch_size=4)  # 6 items: 2 shards
+    before = _stored(lib)
+    (folder,) = (lib / "shards").iterdir()
+    for n, stem in list_shards(folder):  # rewrite them as the earlier mmembed wrote them
+        emb, keys = read_shard(stem, mmap=False)
+        np.savez(folder / f"{n:06d}.npz", keys=np.asarray(keys, dtype=str), emb=emb)
+        remove_shard(stem)
+    (folder / "000009.npz").write_bytes(b"PK\x03\x04 not a zip")  # and one damaged shard
+    assert sorted(p.name for p in folder.iterdir()) == ["000000.npz", "000001.npz", "000009.npz"]
+    emb = ColourEmbedder()
+    with caplog.at_level("WARNING"):
+        r = update_library(lib, [], emb)
+    assert (r.reused, r.encoded, emb.encoded) == (6, 0, 0)
+    assert "converted 2 embedding shard(s) from the .npz format" in caplog.text
+    assert "000009.npz: unreadable embedding shard of an earlier mmembed" in caplog.text
+    assert not list(folder.glob("*.npz")) and len(list_shards(folder)) == 2
+    after = _stored(lib)
+    assert after.keys() == before.keys()
+    for did, row in before.items():
+        np.testing.assert_array_equal(after[did], row)
+
+
+def test_one_item_batches_record_a_bad_item_and_go_on(photos: Path, tmp_path: Path) -> None:
+    """--batch-size 1: a chunk of one that fails is a bad item, not a broken model, so the run
+    records it and goes on (the all-fail stop applies to chunks of two or more)."""
+
+    class FailsOnGreen(ColourEmbedder):
+        def encode_candidates(self, items, **kw):
+            if any(it.image is not None and "green" in str(it.image) for it in items):
+                raise RuntimeError("the model cannot take this one\n(traceback detail)")
+            return super().encode_candidates(items, **kw)
+
+    r = update_library(tmp_path / "lib", [photos], FailsOnGreen(), batch_size=1)
+    assert r.items == 5 and r.failed == [
+        (
+            str(photos / "green.png"),
+            "cannot encode: RuntimeError: the model cannot take this one (traceback detail)",
+        )
+    ]

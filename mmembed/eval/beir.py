@@ -38,7 +38,7 @@ def evaluate_beir(
     from mmembed.data.runfile import RunWriter
     from mmembed.eval.metrics import beir_scores
     from mmembed.index import Index
-    from mmembed.index.encode import Entry, content_source, encode_entries, load_encoded
+    from mmembed.index.encode import EncodeEntry, content_source, encode_entries, load_encoded
 
     out = Path(out_dir)
     errors = ErrorLog()
@@ -46,8 +46,8 @@ def evaluate_beir(
     for e in errors.errors[:10]:
         log.warning("%s", e)
     cache = out / "cache" / encoder.fingerprint.replace("sha256:", "")[:16]
-    docs = [Entry(d, Item(text=data.doc_text(d) or " ")) for d in data.corpus]
-    queries = [Entry(q, Item(text=t or " "), instruction) for q, t in data.queries.items()]
+    docs = [EncodeEntry(d, Item(text=data.doc_text(d) or " ")) for d in data.corpus]
+    queries = [EncodeEntry(q, Item(text=t or " "), instruction) for q, t in data.queries.items()]
     common = dict(
         shard_size=8192,
         batch_size=batch_size,

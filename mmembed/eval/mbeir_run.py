@@ -25,7 +25,7 @@ from mmembed.eval.mbeir import (
     top1_miss_labels,
 )
 from mmembed.index.encode import (
-    Entry,
+    EncodeEntry,
     content_source,
     encode_entries,
     file_source,
@@ -39,7 +39,7 @@ POOLS = ("local", "global")
 
 def _encode(
     encoder: EncoderLike,
-    entries: list[Entry] | Any,
+    entries: list[EncodeEntry] | Any,
     folder: Path,
     *,
     is_query: bool,
@@ -127,7 +127,7 @@ def evaluate_model(
     datas = [load_task(t, positives=positives) for t in tasks]
     qvecs = []
     for d in datas:
-        entries = [Entry(q.qid, q, choose(q)) for q in d.queries]
+        entries = [EncodeEntry(q.qid, q, choose(q)) for q in d.queries]
         tag = "instr" if instructions else "noinstr"
         emb, ids = _encode(
             encoder,
@@ -206,7 +206,7 @@ def _encode_global(
     if not gfile.is_file():
         raise FileNotFoundError(f"{gfile}: no global pool for split {split!r}; use --pool local")
     errors = ErrorLog()
-    entries = (Entry(c.did, c) for c in read_pool(gfile, errors))
+    entries = (EncodeEntry(c.did, c) for c in read_pool(gfile, errors))
     out = _encode(
         encoder,
         entries,
@@ -288,7 +288,7 @@ def _local_index(
                 factory=factory,
                 fingerprint=encoder.fingerprint,
             )
-    entries = [Entry(c.did, c) for c in cands]
+    entries = [EncodeEntry(c.did, c) for c in cands]
     emb, ids = _encode(
         encoder,
         entries,

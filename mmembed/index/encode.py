@@ -1,24 +1,31 @@
-"""Encoding at scale: records -> fp16 ``.npy`` shards + ids + a manifest, resumable (a killed run
-starts again from its finished shards) and sharded by rank under ``accelerate launch``; a merge
-step joins the shards. Knows the Embedder protocol and record types, not FAISS or metrics."""
+"""Encoding at scale: records -> fp16 shards + ids + a manifest, resumable (a killed run starts
+again from its finished shards) and sharded by rank under ``accelerate launch``; a merge step
+joins the shards. The shard files and the failure policy are mmembed.index.embedding_shards'.
+Knows the Embedder protocol and record types, not FAISS or metrics."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmembed.data.atomic import atomic_open, atomic_write_json
+from mmembed.index.embedding_shards import (
+    EncodeEntry,
+    encode_isolating,
+    has_shard,
+    read_shard,
+    read_skipped,
+    shard_stem,
+    write_shard,
+)
 from mmembed.model.protocol import EncoderLike
-
-log = logging.getLogger(__name__)
 
 PLAN = "plan.json"
 MANIFEST = "manifest.json"
@@ -28,15 +35,6 @@ IDS = "ids.txt"
 
 class EncodeMismatchError(ValueError):
     """The output folder holds an encoding made with other settings, model or input."""
-
-
-@dataclass
-class Entry:
-    """One thing to encode: its id, the record (Query / Candidate / Item) and its instruction."""
-
-    id: str
-    record: Any
-    instruction: str | None = None
 
 
 @dataclass
@@ -58,23 +56,12 @@ def env_rank() -> tuple[int, int]:
     return rank, world
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, mode) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(
-        path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n"), "w"
-    )
+    atomic_write_json(path, obj, indent=2, sort_keys=True)
 
 
-def _chunks(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
-    chunk: list[Entry] = []
+def _chunks(entries: Iterable[EncodeEntry], size: int) -> Iterator[list[EncodeEntry]]:
+    chunk: list[EncodeEntry] = []
     for e in entries:
         chunk.append(e)
         if len(chunk) == size:
@@ -94,35 +81,22 @@ class ShardWriter:
         self.out = Path(out_dir)
         self.shards = self.out / "shards"
 
-    def shard_path(self, i: int) -> Path:
-        return self.shards / f"{i:06d}.npy"
+    def stem(self, i: int) -> Path:
+        return shard_stem(self.shards, i)
 
     def has_shard(self, i: int) -> bool:
-        return self.shard_path(i).is_file() and self.shard_path(i).with_suffix(".ids").is_file()
+        return has_shard(self.stem(i))
 
     def write_shard(
         self, i: int, emb: np.ndarray, ids: list[str], skipped: list[dict[str, str]]
     ) -> None:
-        self.shards.mkdir(parents=True, exist_ok=True)
-        path = self.shard_path(i)
-        _write_json(path.with_suffix(".skipped.json"), skipped)
-        _atomic_write_bytes(
-            path.with_suffix(".ids"), lambda f: f.write("".join(s + "\n" for s in ids)), "w"
-        )
-        _atomic_write_bytes(path, lambda f: np.save(f, emb.astype(np.float16)))
+        write_shard(self.stem(i), emb, ids, skipped)
 
     def read_shard(self, i: int) -> tuple[np.ndarray, list[str]]:
-        emb = np.load(self.shard_path(i), mmap_mode="r")
-        ids = self.shard_path(i).with_suffix(".ids").read_text(encoding="utf-8").splitlines()
-        if len(ids) != emb.shape[0]:
-            raise ValueError(
-                f"{self.shard_path(i)}: {emb.shape[0]} rows but {len(ids)} ids; delete the shard and rerun"
-            )
-        return emb, ids
+        return read_shard(self.stem(i))
 
     def skipped_of(self, i: int) -> list[dict[str, str]]:
-        p = self.shard_path(i).with_suffix(".skipped.json")
-        return json.loads(p.read_text()) if p.is_file() else []
+        return read_skipped(self.stem(i))
 
     def check_plan(self, plan: dict[str, Any], overwrite: bool) -> None:
         path = self.out / PLAN
@@ -196,22 +170,21 @@ class ShardWriter:
         for i in range(n_shards):
             emb, _ = self.read_shard(i)
             rows += emb.shape[0]
-        tmp = self.out / f".{EMBEDDINGS}.{uuid.uuid4().hex[:8]}.tmp"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(rows, dim))
         skipped: list[dict[str, str]] = []
-        start = 0
-        ids_tmp = self.out / f".{IDS}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(ids_tmp, "w", encoding="utf-8") as f:
+        with atomic_open(self.out / IDS, "w") as f:
             for i in range(n_shards):
-                emb, ids = self.read_shard(i)
-                out[start : start + len(ids)] = emb  # (n_i, dim)
-                start += len(ids)
-                f.writelines(s + "\n" for s in ids)
+                f.writelines(s + "\n" for s in self.read_shard(i)[1])
                 skipped.extend(self.skipped_of(i))
-        out.flush()
-        del out
-        os.replace(ids_tmp, self.out / IDS)
-        os.replace(tmp, self.out / EMBEDDINGS)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+            "fortran_order": False,
+            "shape": (rows, dim),
+        }
+        with atomic_open(self.out / EMBEDDINGS, "wb") as f:  # streamed, one shard at a time
+            np.lib.format.write_array_header_1_0(f, header)
+            for i in range(n_shards):
+                emb, _ = self.read_shard(i)  # (n_i, dim)
+                f.write(np.ascontiguousarray(emb, dtype=np.float16).tobytes())
         unread = self.input_skipped()
         _write_json(
             self.out / MANIFEST,
@@ -231,7 +204,7 @@ class ShardWriter:
 
 def encode_entries(
     encoder: EncoderLike,
-    entries: Iterable[Entry],
+    entries: Iterable[EncodeEntry],
     out_dir: str | Path,
     *,
     is_query: bool,
@@ -285,8 +258,10 @@ def encode_entries(
         if writer.has_shard(i):
             reused += 1
         else:
-            emb, ids, bad = _encode_chunk(encoder, chunk, is_query, image_root, batch_size)
-            writer.write_shard(i, emb, ids, bad)
+            ok, emb, bad = encode_isolating(
+                encoder, chunk, is_query=is_query, image_root=image_root, batch_size=batch_size
+            )
+            writer.write_shard(i, emb, [e.id for e in ok], bad)
             skipped.extend(bad)
             encoded += 1
         bar.update(len(chunk) * world_size)
@@ -298,51 +273,6 @@ def encode_entries(
         result.count, result.skipped = writer.merge(plan)
         result.complete = True
     return result
-
-
-def _encode_chunk(
-    encoder: EncoderLike, chunk: list[Entry], is_query: bool, image_root: Any, batch_size: int
-) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
-    """Encode a shard; a failing batch is bisected so one bad record (an unreadable image) is
-    skipped and reported instead of ending the run. If every record fails, the error is raised."""
-    bad: list[dict[str, str]] = []
-    last_error: list[BaseException] = []
-
-    def run(part: list[Entry]) -> list[tuple[Entry, np.ndarray]]:
-        try:
-            records = [e.record for e in part]
-            if is_query:
-                emb = encoder.encode_queries(
-                    records,
-                    instructions=[e.instruction for e in part],
-                    image_root=image_root,
-                    batch_size=batch_size,
-                    show_progress=False,
-                )
-            else:
-                emb = encoder.encode_candidates(
-                    records, image_root=image_root, batch_size=batch_size, show_progress=False
-                )
-            emb = np.asarray(emb, dtype=np.float32)  # (n, dim)
-            if emb.shape != (len(part), encoder.dim):
-                raise RuntimeError(f"encoder returned shape {emb.shape} for {len(part)} records")
-            return list(zip(part, emb, strict=True))
-        except Exception as e:  # noqa: BLE001 - reported per record below
-            if len(part) == 1:
-                last_error.append(e)
-                bad.append({"id": part[0].id, "error": f"{type(e).__name__}: {e}"})
-                log.warning("skipping %s: %s", part[0].id, e)
-                return []
-            mid = len(part) // 2
-            return run(part[:mid]) + run(part[mid:])
-
-    done = run(chunk)
-    if not done and chunk:
-        raise RuntimeError(
-            f"every record of a shard failed to encode, first: {bad[0]['id']}: {bad[0]['error']}"
-        ) from last_error[0]
-    emb = np.stack([v for _, v in done]) if done else np.zeros((0, encoder.dim), np.float32)
-    return emb, [e.id for e, _ in done], bad
 
 
 def load_encoded(
@@ -379,7 +309,7 @@ def file_source(path: str | Path, **extra: Any) -> dict[str, Any]:
     return {"path": str(p.resolve()), "size": size, "head_tail_sha256": h.hexdigest(), **extra}
 
 
-def content_source(entries: list[Entry], **extra: Any) -> dict[str, Any]:
+def content_source(entries: list[EncodeEntry], **extra: Any) -> dict[str, Any]:
     """An identity of in-memory entries: a hash of every id, text, image path and instruction."""
     h = hashlib.sha256()
     for e in entries:

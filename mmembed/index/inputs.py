@@ -11,7 +11,7 @@ from typing import Any
 
 from mmembed.data.errors import ErrorLog
 from mmembed.data.records import Query
-from mmembed.index.encode import Entry, content_source, file_source
+from mmembed.index.encode import EncodeEntry, content_source, file_source
 
 KINDS = ("auto", "pool", "queries", "corpus")
 
@@ -19,7 +19,7 @@ KINDS = ("auto", "pool", "queries", "corpus")
 @dataclass
 class Input:
     kind: str  # "pool" | "queries" | "corpus"
-    entries: Callable[[], Iterator[Entry]]  # a fresh stream each call
+    entries: Callable[[], Iterator[EncodeEntry]]  # a fresh stream each call
     total: int | None  # records expected (for the progress bar), None if unknown
     image_root: Path
     source: dict[str, Any]
@@ -126,7 +126,7 @@ def open_input(
             from mmembed.data.errors import DataError
 
             errors.add(DataError(s.path, None, None, s.reason))
-        entries = [Entry(c.did, c) for c in scan.candidates]
+        entries = [EncodeEntry(c.did, c) for c in scan.candidates]
         return Input(
             "corpus",
             lambda: iter(entries),
@@ -142,9 +142,9 @@ def open_input(
     if kind == "queries":
         choose = instruction_chooser(instructions, path, instruction_seed)
 
-        def query_entries() -> Iterator[Entry]:
+        def query_entries() -> Iterator[EncodeEntry]:
             for q in read_queries(path, errors):
-                yield Entry(q.qid, q, choose(q))
+                yield EncodeEntry(q.qid, q, choose(q))
 
         source = file_source(
             path, kind="queries", instructions=instructions, instruction_seed=instruction_seed
@@ -152,9 +152,9 @@ def open_input(
         return Input("queries", query_entries, _count_lines(path), root, source, errors)
     if kind == "pool":
 
-        def pool_entries() -> Iterator[Entry]:
+        def pool_entries() -> Iterator[EncodeEntry]:
             for c in read_pool(path, errors):
-                yield Entry(c.did, c)
+                yield EncodeEntry(c.did, c)
 
         return Input(
             "pool", pool_entries, _count_lines(path), root, file_source(path, kind="pool"), errors

@@ -71,21 +71,36 @@ def demo_pool(data: Path, positives: set[str], size: int, seed: int = 0) -> list
     return sorted(keep + rng.sample(rest, max(0, size - len(keep))), key=lambda c: c.did)
 
 
-def encode_pool(embedder, data: Path, pool: list[Any], console) -> np.ndarray:
-    """(N, D) candidate embeddings, cached beside the data per model and pool."""
+def encode_pool(embedder, data: Path, pool: list[Any], console) -> tuple[np.ndarray, list[str]]:
+    """(N, D) candidate embeddings and their dids, cached beside the data per model and pool in
+    the shard format of ``mmembed encode`` (a candidate that cannot be encoded is left out)."""
+    from mmembed.index.encode import EncodeEntry, content_source, encode_entries, load_encoded
+
     ids = "\n".join(c.did for c in pool)
     tag = hashlib.sha256(f"{embedder.fingerprint}\n{ids}".encode()).hexdigest()[:16]
-    cache = data / ".demo-cache" / f"{tag}.npy"
-    if cache.is_file():
-        return np.load(cache, allow_pickle=False)
-    console.print(f"encoding {len(pool)} candidates (cached for next time)…")
-    emb = embedder.encode_candidates(pool, image_root=data, show_progress=True)  # (N, D)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(emb, dtype=np.float32))
-    os.replace(tmp, cache)
-    return np.asarray(emb, dtype=np.float32)
+    cache = data / ".demo-cache" / tag
+    entries = [EncodeEntry(c.did, c) for c in pool]
+    if not (cache / "manifest.json").is_file():
+        console.print(f"encoding {len(pool)} candidates (cached for next time)…")
+        for old in cache.parent.glob("*.npy"):  # caches of earlier versions: one .npy a pool
+            old.unlink()
+    res = encode_entries(
+        embedder,
+        entries,
+        cache,
+        is_query=False,
+        source=content_source(entries),
+        image_root=data,
+        rank=0,
+        world_size=1,
+        total=len(entries),
+        overwrite=True,
+        show_progress=True,
+    )
+    for bad in res.skipped:
+        console.print(f"not encoded: {bad['id']}: {bad['error']}", markup=False)
+    emb, dids, _ = load_encoded(cache, expect_fingerprint=str(embedder.fingerprint))
+    return np.asarray(emb, dtype=np.float32), dids
 
 
 def run_demo(
@@ -118,8 +133,8 @@ def run_demo(
     spec = model or default_model_name()
     with console.status(f"loading model {spec}…"):
         embedder = load_embedder(spec, device=device)
-    emb = encode_pool(embedder, data, pool, console)
-    index = Index.build(emb, [c.did for c in pool], fingerprint=str(embedder.fingerprint))
+    emb, dids = encode_pool(embedder, data, pool, console)
+    index = Index.build(emb, dids, fingerprint=str(embedder.fingerprint))
     by_did = {c.did: c for c in pool}
     table = read_instructions(Layout(data).instructions_file)
     console.print(

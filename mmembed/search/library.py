@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from mmembed.data.errors import DataError
-from mmembed.data.images import ImageLoadError
+from mmembed.data.atomic import atomic_write_json
 from mmembed.data.records import Item
-from mmembed.search.scan import Entry, ScanResult, load_scans, save_scans, scan_roots
+from mmembed.index.embedding_shards import EncodeEntry, encode_isolating
+from mmembed.search.scan import LibraryEntry, ScanResult, load_scans, save_scans, scan_roots
 from mmembed.search.store import ShardStore
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
-# Errors that mean "this one item cannot be encoded"; anything else is a bug and propagates.
-ITEM_ERRORS = (ImageLoadError, DataError, OSError, ValueError)
 FIRST_ROOT_ID = 99  # dataset id of the first root's dids (the corpus default); then 100, 101, ...
 
 
@@ -57,15 +55,6 @@ class UpdateReport:
     seconds: float = 0.0
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _is_within(path: str, root: str) -> bool:
     try:
         return os.path.commonpath([path, root]) == root
@@ -79,8 +68,8 @@ class Library:
     def __init__(self, path: str | Path, state: dict[str, Any]) -> None:
         self.path = Path(path).expanduser()
         self.state = state
-        self.entries: dict[str, Entry] = {
-            e["did"]: Entry.from_json(e) for e in state.get("entries", [])
+        self.entries: dict[str, LibraryEntry] = {
+            e["did"]: LibraryEntry.from_json(e) for e in state.get("entries", [])
         }
         self._servable: set[str] | None = None
 
@@ -228,24 +217,16 @@ def _normalise_roots(roots: Sequence[str | Path]) -> list[str]:
 
 
 def _encode(
-    embedder, entries: list[Entry], failed: list[tuple[str, str]]
-) -> tuple[list[Entry], np.ndarray]:
-    """Encode one batch; if the batch fails, retry item by item and record the failures."""
-    items = [Item(text=e.text, image=e.image) for e in entries]
-    try:
-        emb = embedder.encode_candidates(items, show_progress=False)  # (B, D)
-        return entries, np.asarray(emb, dtype=np.float32)
-    except ITEM_ERRORS:
-        pass
-    ok, rows = [], []
-    for e, item in zip(entries, items, strict=True):
-        try:
-            rows.append(np.asarray(embedder.encode_candidates([item], show_progress=False))[0])
-            ok.append(e)
-        except ITEM_ERRORS as err:
-            failed.append((e.where, f"cannot encode: {err}"))
-    dim = int(embedder.dim)
-    return ok, (np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32))
+    embedder, entries: list[LibraryEntry], batch_size: int, failed: list[tuple[str, str]]
+) -> tuple[list[LibraryEntry], np.ndarray, list[dict[str, str]]]:
+    """Encode one batch with the failure policy of mmembed.index.embedding_shards (bisect, then
+    record the bad item as (path, why)); returns the entries encoded, their (n, D) rows and the
+    failures as the shard records them."""
+    todo = [EncodeEntry(e.where, Item(text=e.text, image=e.image)) for e in entries]
+    back = {id(t): e for t, e in zip(todo, entries, strict=True)}
+    ok, emb, bad = encode_isolating(embedder, todo, is_query=False, batch_size=batch_size)
+    failed.extend((b["id"], f"cannot encode: {b['error']}") for b in bad)
+    return [back[id(t)] for t in ok], emb, bad
 
 
 def update_library(
@@ -318,6 +299,7 @@ def update_library(
         fingerprint = str(embedder.fingerprint)
         report.model_changed = old is not None and old.fingerprint != fingerprint
         store = ShardStore(path / "shards", fingerprint)
+        store.convert_legacy()  # shards of earlier mmembed versions (.npz): kept, not re-encoded
         wanted = {e.key: e for e in result.entries}
         have = store.load(set(wanted))  # key -> (D,) float16 row
         report.reused = len(have)
@@ -328,9 +310,9 @@ def update_library(
         done = 0
         for start in range(0, total, batch_size):
             batch = todo[start : start + batch_size]
-            ok, emb = _encode(embedder, batch, report.failed)
+            ok, emb, bad = _encode(embedder, batch, batch_size, report.failed)
             if ok:
-                store.append([e.key for e in ok], emb)
+                store.append([e.key for e in ok], emb, bad)
                 for e, row in zip(ok, emb, strict=True):
                     have[e.key] = row.astype(np.float16)
             report.encoded += len(ok)
@@ -351,7 +333,7 @@ def update_library(
 def _commit(
     path: Path,
     old: Library | None,
-    live: list[Entry],
+    live: list[LibraryEntry],
     have: dict[str, np.ndarray],
     embedder,
     roots: list[str],
@@ -390,7 +372,7 @@ def _commit(
         "follow_links": result.follow_links,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_json(path / STATE_FILE, state)
+    atomic_write_json(path / STATE_FILE, state, sort_keys=True)
     for stale in path.glob("index-*"):
         if stale.name != index_dir and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)

@@ -16,7 +16,7 @@ import numpy as np
 from mmembed.search import DEFAULT_K
 from mmembed.search.batching import Batcher
 from mmembed.search.library import STATE_FILE, Library, LibraryError
-from mmembed.search.scan import Entry
+from mmembed.search.scan import LibraryEntry
 from mmembed.search.thumbs import ThumbnailCache
 
 MAX_K = 1000
@@ -54,7 +54,7 @@ class Hit:
 
     rank: int
     score: float
-    entry: Entry
+    entry: LibraryEntry
 
     def to_json(self) -> dict[str, Any]:
         e = self.entry

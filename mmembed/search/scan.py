@@ -23,7 +23,7 @@ SNIPPET_CHARS = 400  # text kept in the library state for display
 
 
 @dataclass
-class Entry:
+class LibraryEntry:
     """One searchable item of a library."""
 
     did: str
@@ -56,7 +56,7 @@ class Entry:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Entry:
+    def from_json(cls, obj: dict[str, Any]) -> LibraryEntry:
         return cls(
             did=obj["did"],
             source=obj["source"],
@@ -72,7 +72,7 @@ class Entry:
 class ScanResult:
     """Entries found, files skipped and why, and a fingerprint per scanned file."""
 
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[LibraryEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     files: dict[str, Any] = field(default_factory=dict)  # abs path -> [size, mtime_ns, sha256]
     scans: dict[str, Any] = field(default_factory=dict)  # root -> mmembed.data.corpus.CorpusScan
@@ -141,7 +141,7 @@ def scan_roots(
                 image_fp = _stat_fingerprint(image)
             modality = cand.modality.value
             result.entries.append(
-                Entry(
+                LibraryEntry(
                     did=cand.did,
                     source=os.path.abspath(src.path),
                     line=src.line,
