@@ -66,6 +66,7 @@ def _check_supported(cfg: dict[str, Any], folder: Path) -> None:
     unsupported = {
         "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
         "bias": cfg.get("bias", "none") != "none",
+        "lora_bias": bool(cfg.get("lora_bias")),
         "modules_to_save": bool(cfg.get("modules_to_save")),
         "rank_pattern": bool(cfg.get("rank_pattern")),
         "alpha_pattern": bool(cfg.get("alpha_pattern")),
