@@ -1,4 +1,4 @@
-"""Golden tests: released Qwen-VL embedders (GME, Qwen3-VL-Embedding) load from a folder in the
+"""Golden tests: released Qwen-VL embedders (GME, Qwen3-VL-Embedding, VLM2Vec) load from a folder in the
 released layout and embed as their reference implementations do, to 1e-5 in fp32. Each fixture
 (tests/fixtures/<model>/) holds tiny random weights written by the reference's own model
 classes, and the embeddings the reference code produced from them (README.md there says how)."""
@@ -19,13 +19,21 @@ FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = {
     "gme_qwen2_vl": "gme-qwen2-vl-2b",
     "qwen3_vl_embedding": "qwen3-vl-embedding-2b",
+    "vlm2vec_qwen2_vl": "vlm2vec-qwen2-vl-2b",
 }
+
+
+def model_spec(folder: Path) -> str:
+    """``PRESET:FOLDER``; an adapter release (VLM2Vec) is ``PRESET:ADAPTER,BASE``."""
+    if (folder / "adapter").is_dir():
+        return f"{GOLDEN[folder.name]}:{folder / 'adapter'},{folder / 'base'}"
+    return f"{GOLDEN[folder.name]}:{folder}"
 
 
 @pytest.fixture(scope="module", params=sorted(GOLDEN))
 def golden(request):
     folder = FIXTURES / request.param
-    emb = load_embedder(f"{GOLDEN[request.param]}:{folder}", device="cpu", dtype="float32")
+    emb = load_embedder(model_spec(folder), device="cpu", dtype="float32")
     cases = json.loads((folder / "golden.json").read_text(encoding="utf-8"))["cases"]
     return folder, emb, cases
 
@@ -83,7 +91,8 @@ def test_weights_load_from_the_released_names(golden):
     from safetensors import safe_open
 
     folder, emb, _ = golden
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+    weights = folder / "base" if (folder / "base").is_dir() else folder
+    with safe_open(str(weights / "model.safetensors"), framework="pt") as f:
         names = list(f.keys())
     assert any(n.startswith(("model.", "visual.")) for n in names)
     assert not any(n.startswith("language_model.") for n in names)

@@ -64,7 +64,12 @@ def mbeir(
         None, "--run", help="TREC run to score ([NAME=]PATH); repeat for several."
     ),
     pool: str = typer.Option("both", help="local | global | both."),
-    instructions: str = typer.Option("on", help="on | off: task instructions on the queries."),
+    instructions: str = typer.Option(
+        "on",
+        help="on | off | uniir: task instructions on the queries. on: a preset's own per-task "
+        "instructions where its authors published them (M-BEIR's table elsewhere); uniir: "
+        "M-BEIR's table for every model.",
+    ),
     split: str = typer.Option("test", help="train | val | test."),
     out: Path = typer.Option(
         None, "--out", "-o", help="Output folder (runs, tables, embedding cache)."
@@ -126,8 +131,8 @@ def mbeir(
 
     if pool not in ("local", "global", "both"):
         raise typer.BadParameter("--pool must be local, global or both")
-    if instructions not in ("on", "off"):
-        raise typer.BadParameter("--instructions must be on or off")
+    if instructions not in ("on", "off", "uniir"):
+        raise typer.BadParameter("--instructions must be on, off or uniir")
     if qrels not in ("positive", "one"):
         raise typer.BadParameter("--qrels must be positive or one")
     console = _console()
@@ -145,7 +150,8 @@ def mbeir(
             emb,
             out_dir=out,
             pools=pools,
-            instructions=instructions == "on",
+            instructions=instructions != "off",
+            preset=model if instructions == "on" else None,
             split=split,
             k=k,
             seed=seed,

@@ -99,10 +99,14 @@ def evaluate_model(
     model_name: str | None = None,
     show_progress: bool = True,
     positives: str = "positive",
+    preset: str | None = None,
 ) -> Report:
-    """Encode, search and score every task set of ``split``; runs go to ``out_dir/runs``."""
+    """Encode, search and score every task set of ``split``; runs go to ``out_dir/runs``.
+    ``preset``: a preset name whose per-task instruction table (model/preset_instructions.tsv)
+    replaces M-BEIR's draw where its authors published an instruction."""
     from mmembed.index import Index
     from mmembed.index.inputs import instruction_chooser
+    from mmembed.model.preset_instructions import preset_chooser, preset_family
 
     t0 = time.time()
     root, out = Path(root), Path(out_dir)
@@ -119,6 +123,9 @@ def evaluate_model(
     choose = instruction_chooser(
         str(layout.instructions_file) if instructions else None, root, seed
     )
+    family = preset_family(preset) if instructions else None
+    if family is not None:
+        choose = preset_chooser(preset, choose)
     cache = out / "cache" / encoder.fingerprint.replace("sha256:", "")[:16]
     enc = dict(
         batch_size=batch_size, shard_size=shard_size, show_progress=show_progress, image_root=root
@@ -128,7 +135,7 @@ def evaluate_model(
     qvecs = []
     for d in datas:
         entries = [EncodeEntry(q.qid, q, choose(q)) for q in d.queries]
-        tag = "instr" if instructions else "noinstr"
+        tag = ("instr" if instructions else "noinstr") + (f"-{family}" if family else "")
         emb, ids = _encode(
             encoder,
             entries,
@@ -148,6 +155,9 @@ def evaluate_model(
             "split": split,
             "pools": list(pools),
             "instructions": instructions,
+            "instruction_source": (f"preset:{family}" if family else "uniir")
+            if instructions
+            else None,
             "instruction_seed": seed,
             "k": k,
             "factory": factory,

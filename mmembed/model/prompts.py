@@ -32,6 +32,11 @@ class PromptConfig:
     # Make an instruction end in punctuation: "" (as given), "dot" (append "." unless it ends
     # with "."), "punct" (append "." unless it ends with any Unicode punctuation).
     instruction_end: str = ""
+    # "prefix": instruction_prefix, then the image, then the text (MM-Embed, chat turns).
+    # "joined": the image text, the formatted instruction and the text, each only when present,
+    # joined by ``join_sep`` (VLM2Vec's "<|image_pad|> Instruction: text"; docs/models.md).
+    layout: str = "prefix"
+    join_sep: str = " "
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +59,10 @@ def format_prompt(
     ('a dog', 0)
     """
     cfg = cfg or PromptConfig()
+    if cfg.layout == "joined":
+        return _joined_prompt(text, has_image, instruction, is_query, cfg), 0
+    if cfg.layout != "prefix":
+        raise ValueError(f"unknown prompt layout {cfg.layout!r}; expected 'prefix' or 'joined'")
     body = (cfg.image_text if has_image else "") + (text or "") + cfg.suffix
     if not is_query:
         return cfg.candidate_prefix + body, 0
@@ -65,6 +74,24 @@ def format_prompt(
         )
         return prefix + body, (len(prefix) if cfg.exclude_instruction else 0)
     return cfg.query_prefix + body, 0
+
+
+def _joined_prompt(
+    text: str | None, has_image: bool, instruction: str | None, is_query: bool, cfg: PromptConfig
+) -> str:
+    """The "joined" layout: [image text] [instruction] [text], the parts present joined by
+    ``cfg.join_sep``; a candidate or a query without instruction gets the candidate/query
+    prefix in front. The instruction never leaves pooling (no chat turn to mask)."""
+    parts = [cfg.image_text] if has_image else []
+    if is_query and instruction and instruction.strip():
+        ins = end_instruction(instruction.strip(), cfg.instruction_end)
+        parts.append(cfg.instruction_prefix.format(instruction=ins))
+        prefix = ""
+    else:
+        prefix = cfg.query_prefix if is_query else cfg.candidate_prefix
+    if text:
+        parts.append(text)
+    return prefix + cfg.join_sep.join(parts) + cfg.suffix
 
 
 def end_instruction(instruction: str, rule: str) -> str:

@@ -68,8 +68,37 @@ _Q3_PROMPT = chat_prompt(
 )
 
 
-def _with(backbone: dict[str, Any], source: str) -> dict[str, Any]:
-    return {**backbone, "source": source}
+# VLM2Vec (Jiang et al. 2024, arXiv:2410.05160; TIGER-AI-Lab/VLM2Vec, branch v1): a DoRA
+# adapter over Qwen2-VL-*-Instruct, merged at load (MMEBModel.load: merge_and_unload). Plain
+# text, no chat template: "<|image_pad|> Instruction: text" (no <|vision_start|>, so the
+# reference's M-RoPE index finds no image and every token gets sequential positions), last
+# token, L2-normalised. Images squashed to 1344x1344 (its eval's image_resolution "high"), then
+# the base processor's own bounds (3136..12845056 pixels), which keep 1344x1344.
+_VLM2VEC_BACKBONE: dict[str, Any] = {
+    "type": "qwen_vl",
+    "family": "qwen2_vl",
+    "positions": "sequential",
+    "fixed_size": [1344, 1344],
+    "resize_stages": [[3136, 12845056]],
+}
+_VLM2VEC_PROMPT: dict[str, Any] = {
+    "layout": "joined",
+    "join_sep": " ",
+    "instruction_prefix": "{instruction}",
+    "query_prefix": "",
+    "candidate_prefix": "",
+    "image_text": "<|image_pad|>",
+    "image_token": "<|image_pad|>",
+    "suffix": "",
+    "max_length": 32768,  # its eval sets no max_len: nothing is truncated
+    "append_eos": False,
+    "padding_side": "right",
+    "exclude_instruction": False,
+}
+
+
+def _with(backbone: dict[str, Any], source: str, **extra: str) -> dict[str, Any]:
+    return {**backbone, "source": source, **extra}
 
 
 QWEN_PRESETS: dict[str, dict[str, Any]] = {
@@ -98,15 +127,34 @@ QWEN_PRESETS: dict[str, dict[str, Any]] = {
         "tokenizer": "Qwen/Qwen3-VL-Embedding-8B",
     },
 }
+for _size, _base in (("2b", "Qwen/Qwen2-VL-2B-Instruct"), ("7b", "Qwen/Qwen2-VL-7B-Instruct")):
+    QWEN_PRESETS[f"vlm2vec-qwen2-vl-{_size}"] = {
+        "backbone": _with(
+            _VLM2VEC_BACKBONE, _base, adapter=f"TIGER-Lab/VLM2Vec-Qwen2VL-{_size.upper()}"
+        ),
+        "pooler": {"type": "last_token"},
+        "prompt": _VLM2VEC_PROMPT,
+        "tokenizer": _base,
+    }
 
 
 def with_folder(raw: dict[str, Any], folder: str) -> dict[str, Any]:
-    """A preset's fields with its backbone and tokenizer read from a local ``folder``."""
+    """A preset's fields with its backbone and tokenizer read from a local ``folder``. For an
+    adapter preset (VLM2Vec) ``folder`` is the adapter's, and ``ADAPTER,BASE`` names a local
+    base model too (otherwise the base comes from its hub id, or the local hub cache)."""
     backbone = raw.get("backbone", {})
     if "source" not in backbone:
         raise ValueError(
             "this preset is not built from a released checkpoint; PRESET:FOLDER needs one"
         )
+    if "adapter" in backbone:
+        adapter, _, base = folder.partition(",")
+        base = base or backbone["source"]
+        return {
+            **raw,
+            "backbone": {**backbone, "source": base, "adapter": adapter},
+            "tokenizer": base,
+        }
     return {**raw, "backbone": {**backbone, "source": folder}, "tokenizer": folder}
 
 

@@ -78,6 +78,7 @@ class QwenVLMixin:
         image_std: tuple[float, ...],
         positions: str = "mrope",
         bidirectional: bool | None = None,
+        fixed_size: tuple[int, int] | None = None,
     ) -> None:
         if positions not in POSITIONS:
             raise ValueError(f"unknown positions {positions!r}; expected one of {POSITIONS}")
@@ -86,6 +87,9 @@ class QwenVLMixin:
         self.image_token_id = image_token_id
         self.positions = positions
         self.resize_stages = [(int(lo), int(hi)) for lo, hi in resize_stages]
+        # (width, height) every image is first squashed to, aspect ratio ignored (VLM2Vec's
+        # "high" image resolution, 1344x1344); None: images keep their size
+        self.fixed_size = (int(fixed_size[0]), int(fixed_size[1])) if fixed_size else None
         vc = self.config.vision_config
         self.patch_size = int(vc.patch_size)
         self.merge_size = int(vc.spatial_merge_size)
@@ -111,6 +115,8 @@ class QwenVLMixin:
         from PIL import Image
 
         img = image.convert("RGB")
+        if self.fixed_size is not None and img.size != self.fixed_size:
+            img = img.resize(self.fixed_size, resample=Image.BICUBIC)
         for lo, hi in self.resize_stages:
             h, w = smart_resize(img.height, img.width, self.factor, lo, hi)
             if (w, h) != img.size:
@@ -120,7 +126,8 @@ class QwenVLMixin:
     def image_token_counts(self, images: list) -> list[int]:
         counts = []
         for img in images:
-            h, w = smart_resize_chain(img.height, img.width, self.factor, self.resize_stages)
+            w0, h0 = self.fixed_size or (img.width, img.height)
+            h, w = smart_resize_chain(h0, w0, self.factor, self.resize_stages)
             counts.append((h // self.factor) * (w // self.factor))
         return counts
 
@@ -297,7 +304,15 @@ def resolve_folder(source: str) -> Path:
 
         return Path(
             snapshot_download(
-                source, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+                source,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "*.txt",
+                    "*.model",
+                    "*.jinja",
+                    "adapter_model.bin",  # VLM2Vec's adapters are released as .bin
+                ],
             )
         )
     except Exception as e:  # noqa: BLE001 - offline, unknown id, no cache: one clear message
@@ -327,6 +342,10 @@ def build_qwen_vl(
             module = cls(config_cls.from_pretrained(str(folder)))
         load_qwen_weights(module, folder)
         pre = read_preprocessor(folder)
+        if cfg.get("adapter"):  # a released LoRA/DoRA adapter over this base (VLM2Vec)
+            from mmembed.model.adapter_merge import merge_adapter
+
+            merge_adapter(module, resolve_folder(str(cfg["adapter"])), normalise_qwen_name)
     else:
         hf = dict(cfg.get("hf_config") or {})
         if not hf:
@@ -349,6 +368,7 @@ def build_qwen_vl(
         image_std=tuple(std),
         positions=cfg.get("positions", "mrope"),
         bidirectional=cfg.get("bidirectional"),
+        fixed_size=cfg.get("fixed_size"),
     )
     if int(getattr(module.config, "image_token_id", image_token_id)) != image_token_id:
         raise ValueError(
@@ -358,7 +378,7 @@ def build_qwen_vl(
     hf = module.config.to_dict()
     for k in ("_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype"):
         hf.pop(k, None)
-    resolved = {k: v for k, v in cfg.items() if k != "source"} | {
+    resolved = {k: v for k, v in cfg.items() if k not in ("source", "adapter")} | {
         "family": family,
         "hf_config": hf,
         "resize_stages": [list(s) for s in module.resize_stages],
