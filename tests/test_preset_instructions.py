@@ -19,10 +19,15 @@ from mmembed.model.preset_instructions import (
     preset_instruction,
     read_table,
 )
-from mmembed.model.prompts import MBEIR_INSTRUCTIONS
 from mmembed.model.registry import PRESETS
 
-SIXTEEN = {(DATASETS[name], *TASKS[task]) for name, task in MBEIR_INSTRUCTIONS}
+# M-BEIR's sixteen (dataset, task) pairs, as the UniIR paper lists them
+MBEIR_SIXTEEN = [
+    ("VisualNews", 0), ("VisualNews", 3), ("MSCOCO", 0), ("MSCOCO", 3), ("Fashion200K", 0),
+    ("Fashion200K", 3), ("WebQA", 1), ("WebQA", 2), ("EDIS", 2), ("NIGHTS", 4), ("OVEN", 6),
+    ("OVEN", 8), ("InfoSeek", 6), ("InfoSeek", 8), ("FashionIQ", 7), ("CIRR", 7),
+]  # fmt: skip
+SIXTEEN = {(DATASETS[name], *TASKS[task]) for name, task in MBEIR_SIXTEEN}
 FIXTURE = Path(__file__).parent / "fixtures" / "vlm2vec_qwen2_vl"
 VLM2VEC = f"vlm2vec-qwen2-vl-2b:{FIXTURE / 'adapter'},{FIXTURE / 'base'}"
 
@@ -175,3 +180,40 @@ def test_cli_instructions_option_reaches_the_evaluation(tmp_path, cli, monkeypat
         seen.clear()
         cli("eval", "mbeir", "--data", root, "--model", "gme-qwen2-vl-2b", "--instructions", mode)
         assert (seen["instructions"], seen["preset"]) == (instr, preset), mode
+
+
+def test_encode_input_puts_the_preset_table_first_and_records_it(tmp_path):
+    """`mmembed encode --model PRESET` on a query file: the preset's instruction where its
+    authors published one, M-BEIR's draw elsewhere; the choice is part of the input's identity,
+    so a resumed encoding never mixes the two."""
+    from mmembed.index.inputs import open_input
+
+    root = _tree(tmp_path / "data")
+    lay = Layout(root)
+    news, webqa = lay.query_file("visualnews", 0, "test"), lay.query_file("webqa", 1, "test")
+
+    def instr(path, **kw):
+        inp = open_input(path, kind="queries", **kw)
+        return [e.instruction for e in inp.entries()], inp.source
+
+    mine, src_mine = instr(news, preset="vlm2vec-qwen2-vl-2b")
+    plain, src_plain = instr(news, preset="mmembed-mini")
+    assert mine == ["Retrieve an image of this news caption."]
+    assert plain == ["UniIR news instruction."]
+    assert src_mine != src_plain and src_mine["instruction_family"] == "vlm2vec"
+    assert instr(webqa, preset="vlm2vec-qwen2-vl-2b:x,y")[0] == ["UniIR webqa instruction."]
+    assert instr(news, preset="vlm2vec-qwen2-vl-2b", instructions="none")[0] == [None]
+    assert instr(news, preset="vlm2vec-qwen2-vl-2b", instructions="Fixed.")[0] == ["Fixed."]
+
+
+def test_query_instruction_asks_the_preferred_table_first():
+    from mmembed.data.instructions import query_instruction
+
+    base = InstructionTable([InstructionRow("text", "image", "VisualNews", 0, ["a", "b", "c"])])
+    pref = InstructionTable([InstructionRow("text", "image", "VisualNews", 0, ["mine"])])
+    q = Query("0:1", "x", None, Modality.TEXT, 0, [])
+    other = Query("2:1", "x", None, Modality.TEXT, 1, [])
+    assert query_instruction(q, base, seed=0, preferred=pref) == "mine"
+    assert query_instruction(q, "fixed", preferred=pref) == "mine"
+    assert query_instruction(other, base, seed=0, preferred=pref) is None  # neither has WebQA
+    assert query_instruction(q, base, fixed=2, preferred=InstructionTable()) == "c"

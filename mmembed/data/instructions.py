@@ -82,6 +82,7 @@ def query_instruction(
     key: str | int | None = None,
     fixed: int | None = None,
     strict: bool = False,
+    preferred: InstructionTable | None = None,
 ) -> str | None:
     """The instruction ``query`` is encoded (or reranked) with.
 
@@ -91,11 +92,17 @@ def query_instruction(
     the query's task) gives prompt ``fixed`` (0-based) or, when ``fixed`` is None, a draw seeded
     by (``seed``, ``key``); ``key`` defaults to the query id (training adds the epoch to it).
     A query whose row or task is absent gets None, or a KeyError naming the key when ``strict``.
+    ``preferred`` (e.g. a model preset's own table) is asked first: where it has a row for the
+    query's task, that row's prompt is used, chosen by the same rule; elsewhere ``table`` is.
 
     >>> t = InstructionTable([InstructionRow("text", "image", "MSCOCO", 9, ["Find a photo."])])
     >>> query_instruction(Query("9:1", "a dog", None, Modality.TEXT, 0, []), t, fixed=0)
     'Find a photo.'
     """
+    if preferred is not None:
+        mine = query_instruction(query, preferred, seed=seed, key=key, fixed=fixed)
+        if mine is not None:
+            return mine
     if table is None or isinstance(table, str):
         return table
     task = TASKS.get(query.task_id)

@@ -106,7 +106,7 @@ def evaluate_model(
     replaces M-BEIR's draw where its authors published an instruction."""
     from mmembed.index import Index
     from mmembed.index.inputs import instruction_chooser
-    from mmembed.model.preset_instructions import preset_chooser, preset_family
+    from mmembed.model.preset_instructions import preset_family
 
     t0 = time.time()
     root, out = Path(root), Path(out_dir)
@@ -120,12 +120,10 @@ def evaluate_model(
         raise FileNotFoundError(
             f"{layout.instructions_file}: no instruction table; pass --instructions off"
         )
-    choose = instruction_chooser(
-        str(layout.instructions_file) if instructions else None, root, seed
-    )
     family = preset_family(preset) if instructions else None
-    if family is not None:
-        choose = preset_chooser(preset, choose)
+    choose = instruction_chooser(
+        str(layout.instructions_file) if instructions else None, root, seed, preset
+    )
     cache = out / "cache" / encoder.fingerprint.replace("sha256:", "")[:16]
     enc = dict(
         batch_size=batch_size, shard_size=shard_size, show_progress=show_progress, image_root=root

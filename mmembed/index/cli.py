@@ -20,7 +20,8 @@ def encode(
     kind: str = typer.Option("auto", help="auto | pool | queries | corpus."),
     instructions: str = typer.Option(
         "auto",
-        help="Queries: 'auto' (the M-BEIR tree's tsv), 'none', a .tsv path, or a fixed text.",
+        help="Queries: 'auto' (the M-BEIR tree's tsv), 'none', a .tsv path, or a fixed text. "
+        "With a table, a preset's own per-task instructions come first.",
     ),
     instruction_seed: int = typer.Option(0, help="Seed of the per-query instruction draw."),
     image_root: Path = typer.Option(
@@ -62,6 +63,7 @@ def encode(
             instruction_seed=instruction_seed,
             image_root=image_root,
             strict=strict,
+            preset=model,
         )
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")

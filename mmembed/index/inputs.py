@@ -57,21 +57,29 @@ def sniff_kind(path: Path) -> str:
     raise ValueError(f"{path}: found no record with a 'qid' or 'did'; pass --kind pool|queries")
 
 
-def instruction_chooser(spec: str | None, path: Path, seed: int) -> Callable[[Query], str | None]:
+def instruction_chooser(
+    spec: str | None, path: Path, seed: int, preset: str | None = None
+) -> Callable[[Query], str | None]:
     """``spec``: None/'none' (no instruction), 'auto' (the tsv of the M-BEIR tree holding
     ``path``, none if it has no tsv), a .tsv path, or a fixed instruction text. A table's draw is
-    seeded by (``seed``, qid); a query with no row in the table is an error."""
+    seeded by (``seed``, qid); a query with no row in the table is an error. With a table
+    ('auto' or a .tsv), ``preset`` (a model name) puts that preset's own per-task instructions
+    first, where its authors published one (model/preset_instructions.tsv); other models are
+    unaffected, and 'none' or a fixed text always wins."""
     from mmembed.data.instructions import query_instruction, read_instructions
+    from mmembed.model.preset_instructions import preset_table
 
     if spec is None or spec == "none":
         return lambda q: None
     tsv: Path | None = None
+    is_table = spec == "auto" or spec.endswith(".tsv") or Path(spec).is_file()
+    mine = preset_table(preset) if is_table else None
     if spec == "auto":
         root = mbeir_root_of(path)
         cand = root / "instructions" / "query_instructions.tsv" if root else None
         tsv = cand if cand is not None and cand.is_file() else None
         if tsv is None:
-            return lambda q: None
+            return lambda q: query_instruction(q, None, preferred=mine)
     elif spec.endswith(".tsv") or Path(spec).is_file():
         tsv = Path(spec)
         if not tsv.is_file():
@@ -82,7 +90,7 @@ def instruction_chooser(spec: str | None, path: Path, seed: int) -> Callable[[Qu
 
     def choose(q: Query) -> str | None:
         try:
-            return query_instruction(q, table, seed=seed, strict=True)
+            return query_instruction(q, table, seed=seed, strict=True, preferred=mine)
         except KeyError as e:
             raise KeyError(
                 f"{tsv}: {e.args[0]} (query {q.qid}); add a row or pass --instructions none"
@@ -107,9 +115,11 @@ def open_input(
     instruction_seed: int = 0,
     image_root: str | Path | None = None,
     strict: bool = False,
+    preset: str | None = None,
 ) -> Input:
     """Describe ``path`` as an encoding input. Query ids are qids, pool ids dids, corpus ids the
-    corpus' stable dids."""
+    corpus' stable dids. ``preset``: the model's name, whose own per-task instructions (if it
+    has a table) come first when the instructions are a table ('auto' or a .tsv)."""
     path = Path(path)
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
@@ -140,14 +150,21 @@ def open_input(
     from mmembed.data.mbeir import read_pool, read_queries
 
     if kind == "queries":
-        choose = instruction_chooser(instructions, path, instruction_seed)
+        choose = instruction_chooser(instructions, path, instruction_seed, preset)
+        from mmembed.model.preset_instructions import preset_family
+
+        family = preset_family(preset) if instructions not in (None, "none") else None
 
         def query_entries() -> Iterator[EncodeEntry]:
             for q in read_queries(path, errors):
                 yield EncodeEntry(q.qid, q, choose(q))
 
         source = file_source(
-            path, kind="queries", instructions=instructions, instruction_seed=instruction_seed
+            path,
+            kind="queries",
+            instructions=instructions,
+            instruction_seed=instruction_seed,
+            **({"instruction_family": family} if family else {}),
         )
         return Input("queries", query_entries, _count_lines(path), root, source, errors)
     if kind == "pool":

@@ -7,12 +7,12 @@ published instruction returns None and the caller falls back to M-BEIR's own (Un
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from mmembed.data.records import DATASETS, TASKS, Modality, Query
+from mmembed.data.instructions import InstructionRow, InstructionTable
+from mmembed.data.records import DATASETS, TASKS, Modality
 
 TABLE = Path(__file__).with_name("preset_instructions.tsv")
 ORIGINS = ("published", "assumed", "none")  # "assumed": see the row's source
@@ -96,19 +96,16 @@ def preset_instruction(preset_name: str, task_key: TaskKey) -> str | None:
     return row.instruction
 
 
-def preset_chooser(
-    preset_name: str, fallback: Callable[[Query], str | None]
-) -> Callable[[Query], str | None]:
-    """A query -> instruction function: the preset's instruction for the query's task, or
-    ``fallback(query)`` (M-BEIR's UniIR draw) where its authors published none."""
-    rows = family_rows(preset_family(preset_name) or "")
-    if not rows:
-        raise KeyError(f"{preset_name!r} has no per-task instruction table")
-
-    def choose(q: Query) -> str | None:
-        row = rows.get((int(q.dataset_id), q.modality.value, TASKS[q.task_id][1]))
-        if row is None or row.instruction is None:
-            return fallback(q)
-        return row.instruction
-
-    return choose
+def preset_table(preset_name: str | None) -> InstructionTable | None:
+    """The tasks ``preset_name`` (or ``PRESET:FOLDER``) has a published instruction for, as an
+    instruction table (one prompt per row) to pass as ``preferred`` to
+    :func:`mmembed.data.instructions.query_instruction`; None for a model without a table."""
+    family = preset_family(preset_name)
+    if family is None:
+        return None
+    rows = [
+        InstructionRow(r.key[1], r.key[2], r.dataset, r.key[0], [r.instruction])
+        for r in family_rows(family).values()
+        if r.instruction is not None
+    ]
+    return InstructionTable(rows)
