@@ -4,7 +4,7 @@ instruction a query gets is ``mmembed.data.instructions.query_instruction``."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 IMAGE_TOKEN = "<image>"
@@ -37,6 +37,15 @@ class PromptConfig:
     # joined by ``join_sep`` (VLM2Vec's "<|image_pad|> Instruction: text"; docs/models.md).
     layout: str = "prefix"
     join_sep: str = " "
+    # "joined" only: the separator after the image text (None: ``join_sep``), and what ends an
+    # item that carries an instruction, a query's or a candidate's (VLM2Vec's MMEB strings are
+    # "<|image_pad|>\nInstruction: text\n"; docs/models.md).
+    image_sep: str | None = None
+    instruction_suffix: str = ""
+    # Candidate instructions by the candidate's modality, M-BEIR's names "text", "image" and
+    # "image,text" (a modality not listed gets none). A candidate with one is formatted as a
+    # query with that instruction (VLM2Vec's "Represent the given image."; docs/models.md).
+    candidate_instructions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +68,10 @@ def format_prompt(
     ('a dog', 0)
     """
     cfg = cfg or PromptConfig()
+    if not is_query:
+        cand_ins = candidate_instruction(text, has_image, cfg)
+        if cand_ins is not None:
+            instruction, is_query = cand_ins, True
     if cfg.layout == "joined":
         return _joined_prompt(text, has_image, instruction, is_query, cfg), 0
     if cfg.layout != "prefix":
@@ -76,22 +89,41 @@ def format_prompt(
     return cfg.query_prefix + body, 0
 
 
+def item_modality(text: str | None, has_image: bool) -> str:
+    """M-BEIR's name of an item's modality: "text", "image" or "image,text"."""
+    has_text = bool(text and text.strip())
+    if has_image:
+        return "image,text" if has_text else "image"
+    return "text"
+
+
+def candidate_instruction(text: str | None, has_image: bool, cfg: PromptConfig) -> str | None:
+    """The instruction ``cfg.candidate_instructions`` gives a candidate, or None."""
+    ins = cfg.candidate_instructions.get(item_modality(text, has_image))
+    return ins if ins and ins.strip() else None
+
+
 def _joined_prompt(
     text: str | None, has_image: bool, instruction: str | None, is_query: bool, cfg: PromptConfig
 ) -> str:
     """The "joined" layout: [image text] [instruction] [text], the parts present joined by
-    ``cfg.join_sep``; a candidate or a query without instruction gets the candidate/query
+    ``cfg.join_sep`` (``cfg.image_sep`` after the image text when set); an item with an
+    instruction ends with ``cfg.instruction_suffix``, one without gets the candidate/query
     prefix in front. The instruction never leaves pooling (no chat turn to mask)."""
-    parts = [cfg.image_text] if has_image else []
+    parts, end = [], ""
     if is_query and instruction and instruction.strip():
         ins = end_instruction(instruction.strip(), cfg.instruction_end)
         parts.append(cfg.instruction_prefix.format(instruction=ins))
-        prefix = ""
+        prefix, end = "", cfg.instruction_suffix
     else:
         prefix = cfg.query_prefix if is_query else cfg.candidate_prefix
     if text:
         parts.append(text)
-    return prefix + cfg.join_sep.join(parts) + cfg.suffix
+    body = cfg.join_sep.join(parts)
+    if has_image:
+        sep = cfg.join_sep if cfg.image_sep is None else cfg.image_sep
+        body = cfg.image_text + (sep + body if body else "")
+    return prefix + body + end + cfg.suffix
 
 
 def end_instruction(instruction: str, rule: str) -> str:

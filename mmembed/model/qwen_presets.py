@@ -70,10 +70,13 @@ _Q3_PROMPT = chat_prompt(
 
 # VLM2Vec (Jiang et al. 2024, arXiv:2410.05160; TIGER-AI-Lab/VLM2Vec, branch v1): a DoRA
 # adapter over Qwen2-VL-*-Instruct, merged at load (MMEBModel.load: merge_and_unload). Plain
-# text, no chat template: "<|image_pad|> Instruction: text" (no <|vision_start|>, so the
-# reference's M-RoPE index finds no image and every token gets sequential positions), last
-# token, L2-normalised. Images squashed to 1344x1344 (its eval's image_resolution "high"), then
-# the base processor's own bounds (3136..12845056 pixels), which keep 1344x1344.
+# text, no chat template, as its MMEB evaluation data writes it: "<|image_pad|>\nInstruction:
+# text\n" (no <|vision_start|>, so the reference's M-RoPE index finds no image and every token
+# gets sequential positions), last token, L2-normalised. Candidates carry MMEB's instruction
+# for their modality: an image "Represent the given image.", an image with text the Wikipedia
+# one (WebQA, OVEN; EDIS says "image" for "Wikipedia image"), a text none (docs/models.md).
+# Images squashed to 1344x1344 (its eval's image_resolution "high"), then the base processor's
+# own bounds (3136..12845056 pixels), which keep 1344x1344.
 _VLM2VEC_BACKBONE: dict[str, Any] = {
     "type": "qwen_vl",
     "family": "qwen2_vl",
@@ -84,6 +87,12 @@ _VLM2VEC_BACKBONE: dict[str, Any] = {
 _VLM2VEC_PROMPT: dict[str, Any] = {
     "layout": "joined",
     "join_sep": " ",
+    "image_sep": "\n",
+    "instruction_suffix": "\n",
+    "candidate_instructions": {
+        "image": "Represent the given image.",
+        "image,text": "Represent the given Wikipedia image with related text information:",
+    },
     "instruction_prefix": "{instruction}",
     "query_prefix": "",
     "candidate_prefix": "",
