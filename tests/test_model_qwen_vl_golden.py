@@ -86,6 +86,48 @@ def test_cases_are_distinct_so_the_comparison_can_fail(golden):
     assert np.abs(images[0] - images[1]).max() > 1e-3
 
 
+@pytest.fixture(scope="module")
+def vlm2vec():
+    folder = FIXTURES / "vlm2vec_qwen2_vl"
+    emb = load_embedder(model_spec(folder), device="cpu", dtype="float32")
+    cases = json.loads((folder / "golden.json").read_text(encoding="utf-8"))["cases"]
+    return folder, emb, {c["name"]: c for c in cases}
+
+
+def test_vlm2vec_prompts_are_the_strings_the_reference_was_given(vlm2vec):
+    """The preset writes MMEB's strings, candidate instructions included (the fixture's
+    ``reference_texts``; README.md there gives their sources)."""
+    from mmembed.model.prompts import format_prompt
+
+    _, emb, cases = vlm2vec
+    for case in cases.values():
+        images = case["images"] or [None] * len(case["texts"])
+        got = [
+            format_prompt(
+                t, i is not None, instruction=case["instruction"], is_query=case["is_query"],
+                cfg=emb.prompt,
+            )[0]
+            for t, i in zip(case["texts"], images, strict=True)
+        ]  # fmt: skip
+        assert got == case["reference_texts"], case["name"]
+
+
+def test_vlm2vec_candidates_need_their_instruction(vlm2vec):
+    """Without MMEB's candidate instructions, the image and image+text candidates no longer
+    match the reference: the golden comparison can fail on them."""
+    folder, emb, cases = vlm2vec
+    saved = emb.prompt.candidate_instructions
+    emb.prompt.candidate_instructions = {}
+    try:
+        for name in ("image_candidates", "image_text_candidates", "mixed_candidate_batch"):
+            case = cases[name]
+            got = _encode(emb, folder, case, batch_size=8)
+            err = float(np.abs(got - np.asarray(case["embeddings"], dtype=np.float32)).max())
+            assert err > 1e-3, name
+    finally:
+        emb.prompt.candidate_instructions = saved
+
+
 def test_weights_load_from_the_released_names(golden):
     """The fixture's safetensors names are the released layout's, not mmembed's own."""
     from safetensors import safe_open
