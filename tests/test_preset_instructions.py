@@ -129,8 +129,9 @@ def vlm2vec():
 @pytest.mark.parametrize(
     ("mode", "news", "webqa"),
     [
-        ("preset", "Retrieve an image of this news caption. a news caption", "UniIR webqa"),
-        ("uniir", "UniIR news instruction. a news caption", "UniIR webqa"),
+        # VLM2Vec's MMEB strings end an instructed item with a newline (docs/models.md)
+        ("preset", "Retrieve an image of this news caption. a news caption\n", "UniIR webqa"),
+        ("uniir", "UniIR news instruction. a news caption\n", "UniIR webqa"),
         ("off", "a news caption", None),
     ],
 )
@@ -153,7 +154,7 @@ def test_eval_feeds_the_preset_instruction_to_the_tokenizer(tmp_path, vlm2vec, m
     finally:
         vlm2vec.tokenizer = rec._tok
     assert news in rec.prompts  # the VisualNews query, as the tokenizer saw it
-    webqa_prompt = "UniIR webqa instruction. who built it" if webqa else "who built it"
+    webqa_prompt = "UniIR webqa instruction. who built it\n" if webqa else "who built it"
     assert webqa_prompt in rec.prompts  # WebQA task 1: no VLM2Vec instruction -> UniIR's
     want = {"preset": "preset:vlm2vec", "uniir": "uniir", "off": None}[mode]
     assert report.settings["instruction_source"] == want
