@@ -378,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pf.add_argument("--data", type=Path, required=True)
     pf.add_argument("--split", default="test")
     pf.add_argument("--feature-cache", type=Path, required=True, help="as mmembed --feature-cache")
+    ap = sub.add_parser("align-pairs", help="image-caption pairs of a build's train split")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
     tb = sub.add_parser("tables", help="eval/mini/results.{md,json} from the run folder")
     tb.add_argument("--runs", type=Path, default=Path("runs/mini"))
     tb.add_argument("--out", type=Path, default=Path("eval/mini"))
@@ -389,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(beir_from_wordnet(a.data, a.split, a.out)))
     elif a.cmd == "wordnet":
         print(json.dumps(wordnet_beir(a.out, a.n, a.split)))
+    elif a.cmd == "align-pairs":
+        from mmembed.data.offline.pairs import write_align_pairs
+
+        print(json.dumps(write_align_pairs(a.data, a.out)))
     elif a.cmd == "tables":
         print("\n".join(str(x) for x in write_tables(a.runs, a.out)))
     elif a.cmd == "late-fusion":
