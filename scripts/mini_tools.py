@@ -187,6 +187,31 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "configs/mini/score_fusion.yaml + max_steps=144 epochs=6",
         "LONGER=1 bash scripts/reproduce_mini.sh (train_score_fusion144)",
     ),
+    "align": (
+        "stage align alone: LM frozen, projector + pooler on image-caption pairs (48 x 32)",
+        "configs/mini/align.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_align)",
+    ),
+    "random_aligned": (
+        "stage random started from the aligned model (align -> random)",
+        "configs/mini/random_aligned.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_random_aligned)",
+    ),
+    "hard_aligned": (
+        "stage hard after align: from the aligned model, negatives mined by random_aligned",
+        "configs/mini/hard_aligned.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_hard_aligned)",
+    ),
+    "continual_aligned": (
+        "the whole recipe after align: align -> random -> mine -> hard -> continual",
+        "configs/mini/continual_aligned.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_continual_aligned)",
+    ),
+    "score_fusion96": (
+        "score-fusion baseline at align + random's pairs budget (96 steps of 32 pairs)",
+        "configs/mini/score_fusion.yaml + max_steps=96 epochs=4",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_score_fusion96)",
+    ),
     "fusion_continual": (
         "baseline: late score fusion of continual's towers (text-only + image-only, summed)",
         "configs/mini/continual.yaml",
