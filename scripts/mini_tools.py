@@ -168,7 +168,7 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "mmembed train configs/mini/hard.yaml max_steps=48 output_dir=runs/mini/hard48",
     ),
     "continual": (
-        "continual: from hard, multimodal + WordNet text mix (= shipped mmembed-mini)",
+        "continual: from hard, multimodal + WordNet text mix (= mmembed-mini until v4)",
         "configs/mini/continual.yaml",
         "mmembed train configs/mini/continual.yaml",
     ),
@@ -208,7 +208,7 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "ALIGN=1 bash scripts/reproduce_mini.sh (train_continual_aligned)",
     ),
     "score_fusion96": (
-        "score-fusion baseline at align + random's pairs budget (96 steps of 32 pairs)",
+        "score fusion at align + random's pairs budget (96 x 32; = mmembed-mini since v4)",
         "configs/mini/score_fusion.yaml + max_steps=96 epochs=4",
         "ALIGN=1 bash scripts/reproduce_mini.sh (train_score_fusion96)",
     ),
