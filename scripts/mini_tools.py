@@ -183,7 +183,7 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "LONGER=1 bash scripts/reproduce_mini.sh (train_random144)",
     ),
     "score_fusion144": (
-        "score-fusion baseline at 3x the budget (144 steps of 32 pairs, 6 epochs)",
+        "score fusion at 3x random's budget, 144 x 32 (= mmembed-mini since v4)",
         "configs/mini/score_fusion.yaml + max_steps=144 epochs=6",
         "LONGER=1 bash scripts/reproduce_mini.sh (train_score_fusion144)",
     ),
@@ -208,7 +208,7 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "ALIGN=1 bash scripts/reproduce_mini.sh (train_continual_aligned)",
     ),
     "score_fusion96": (
-        "score fusion at align + random's pairs budget (96 x 32; = mmembed-mini since v4)",
+        "score fusion at align + random's pairs budget (96 steps of 32 pairs)",
         "configs/mini/score_fusion.yaml + max_steps=96 epochs=4",
         "ALIGN=1 bash scripts/reproduce_mini.sh (train_score_fusion96)",
     ),

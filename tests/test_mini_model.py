@@ -89,8 +89,8 @@ UNSEEN = [
 def test_mini_transfers_to_emoji_it_did_not_train_on(mini):
     """Unseen names against their 20 pictures: chance is R@5 = 5/20 and a mean rank of 10.5;
     the continual weights that shipped until v4 measured R@5 10/20 and mean rank 6.2 (top-1 4/20)
-    when this was written; the v4 default (score fusion, 96 steps; docs/mmembed_mini.md) measures
-    R@5 13/20, mean rank 5.2, top-1 3/20 (and ranks all 5 training names of the test above first)."""
+    when this was written; the v4 default (score fusion, 144 steps; docs/mmembed_mini.md) measures
+    R@5 13/20, mean rank 5.35, top-1 3/20 (and ranks all 5 training names of the test above first)."""
     from mmembed.data.offline.assets import find_assets
     from mmembed.data.offline.instructions import PROMPTS
     from mmembed.data.offline.render import render_noto
