@@ -152,7 +152,7 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "mmembed train configs/mini/hard.yaml max_steps=48 output_dir=runs/mini/hard48",
     ),
     "continual": (
-        "continual: from hard, multimodal + WordNet text mix (= shipped mmembed-mini)",
+        "continual: from hard, multimodal + WordNet text mix (= mmembed-mini until v4)",
         "configs/mini/continual.yaml",
         "mmembed train configs/mini/continual.yaml",
     ),
@@ -167,9 +167,34 @@ SYSTEMS = {  # name -> (what it is, config, command that reproduces its numbers)
         "LONGER=1 bash scripts/reproduce_mini.sh (train_random144)",
     ),
     "score_fusion144": (
-        "score-fusion baseline at 3x the budget (144 steps of 32 pairs, 6 epochs)",
+        "score fusion at 3x random's budget, 144 x 32 (= mmembed-mini since v4)",
         "configs/mini/score_fusion.yaml + max_steps=144 epochs=6",
         "LONGER=1 bash scripts/reproduce_mini.sh (train_score_fusion144)",
+    ),
+    "align": (
+        "stage align alone: LM frozen, projector + pooler on image-caption pairs (48 x 32)",
+        "configs/mini/align.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_align)",
+    ),
+    "random_aligned": (
+        "stage random started from the aligned model (align -> random)",
+        "configs/mini/random_aligned.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_random_aligned)",
+    ),
+    "hard_aligned": (
+        "stage hard after align: from the aligned model, negatives mined by random_aligned",
+        "configs/mini/hard_aligned.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_hard_aligned)",
+    ),
+    "continual_aligned": (
+        "the whole recipe after align: align -> random -> mine -> hard -> continual",
+        "configs/mini/continual_aligned.yaml",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_continual_aligned)",
+    ),
+    "score_fusion96": (
+        "score fusion at align + random's pairs budget (96 steps of 32 pairs)",
+        "configs/mini/score_fusion.yaml + max_steps=96 epochs=4",
+        "ALIGN=1 bash scripts/reproduce_mini.sh (train_score_fusion96)",
     ),
     "fusion_continual": (
         "baseline: late score fusion of continual's towers (text-only + image-only, summed)",
@@ -362,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pf.add_argument("--data", type=Path, required=True)
     pf.add_argument("--split", default="test")
     pf.add_argument("--feature-cache", type=Path, required=True, help="as mmembed --feature-cache")
+    ap = sub.add_parser("align-pairs", help="image-caption pairs of a build's train split")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
     tb = sub.add_parser("tables", help="eval/mini/results.{md,json} from the run folder")
     tb.add_argument("--runs", type=Path, default=Path("runs/mini"))
     tb.add_argument("--out", type=Path, default=Path("eval/mini"))
@@ -373,6 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(beir_from_wordnet(a.data, a.split, a.out)))
     elif a.cmd == "wordnet":
         print(json.dumps(wordnet_beir(a.out, a.n, a.split)))
+    elif a.cmd == "align-pairs":
+        from mmembed.data.offline.pairs import write_align_pairs
+
+        print(json.dumps(write_align_pairs(a.data, a.out)))
     elif a.cmd == "tables":
         print("\n".join(str(x) for x in write_tables(a.runs, a.out)))
     elif a.cmd == "late-fusion":

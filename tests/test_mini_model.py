@@ -1,7 +1,8 @@
-"""The shipped default model mmembed-mini (issue 8): it is what load_embedder(None) loads, its
-folder stays under 50 MB, it embeds text and images to unit vectors, and emoji names pick out
-their own Noto pictures among a few (real assertions on the real trained weights), and the
-names of emoji it never trained on find theirs well above chance."""
+"""The shipped default model mmembed-mini (issue 8; since v4 the score-fusion model, issue 16):
+it is what load_embedder(None) loads, its folder stays under 50 MB, it embeds text and images
+to unit vectors, and emoji names pick out their own Noto pictures among a few (real assertions
+on the real trained weights), and the names of emoji it never trained on find theirs well above
+chance."""
 
 from __future__ import annotations
 
@@ -87,8 +88,9 @@ UNSEEN = [
 
 def test_mini_transfers_to_emoji_it_did_not_train_on(mini):
     """Unseen names against their 20 pictures: chance is R@5 = 5/20 and a mean rank of 10.5;
-    the shipped weights measured R@5 10/20 and mean rank 6.2 (top-1 4/20) when this was written,
-    in line with docs/mmembed_mini.md's 17.7-21 % R@5 over all 113 unseen emoji."""
+    the continual weights that shipped until v4 measured R@5 10/20 and mean rank 6.2 (top-1 4/20)
+    when this was written; the v4 default (score fusion, 144 steps; docs/mmembed_mini.md) measures
+    R@5 13/20, mean rank 5.35, top-1 3/20 (and ranks all 5 training names of the test above first)."""
     from mmembed.data.offline.assets import find_assets
     from mmembed.data.offline.instructions import PROMPTS
     from mmembed.data.offline.render import render_noto

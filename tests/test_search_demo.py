@@ -110,3 +110,55 @@ def test_demo_command_from_nothing(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "cache" / "mmembed" / "offline" / "manifest.json").is_file()
     assert "example queries" in r.stdout and "image + text → image (composed)" in r.stdout
+
+
+def test_demo_hit_rate_is_over_seeded_test_queries(small_benchmark: Path, tiny_model: Path) -> None:
+    """The hit rate's queries are a seeded uniform draw from every test file (no choice by hand),
+    and the rate equals a brute-force top 5 over the same pool with the demo's instructions."""
+    import numpy as np
+
+    from mmembed.data.instructions import read_instructions
+    from mmembed.data.mbeir import Layout, read_queries
+    from mmembed.data.records import TASKS
+    from mmembed.model import load_embedder
+    from mmembed.search.demo import sample_test_queries
+
+    layout = Layout(small_benchmark)
+    every = [
+        q
+        for name, task, _ in layout.query_sets("test")
+        for q in read_queries(layout.query_file(name, task, "test"))
+    ]
+    a = sample_test_queries(small_benchmark, 20, seed=0)
+    assert [q.qid for q in a] == [q.qid for q in sample_test_queries(small_benchmark, 20, seed=0)]
+    assert [q.qid for q in a] != [q.qid for q in sample_test_queries(small_benchmark, 20, seed=1)]
+    assert len({q.qid for q in a}) == 20 and {q.qid for q in a} <= {q.qid for q in every}
+    assert len({q.task_id for q in a}) > 1  # drawn over every task, not one
+    assert len(sample_test_queries(small_benchmark, 10_000)) == len(every)
+
+    from mmembed.search.demo import demo_pool, pick_examples, run_demo
+
+    buf = io.StringIO()
+    out = run_demo(data=small_benchmark, model=str(tiny_model), pool_size=40, rate_queries=20,
+                   console=Console(file=buf, width=140))  # fmt: skip
+    r = out["hit_rate"]
+    assert r["queries"] == 20 and sum(n for _, n in r["per_task"].values()) == 20
+    assert f"for {r['hits']} of 20 test queries drawn with seed 0" in buf.getvalue()
+    # brute force over the same pool: a seeded sample of 40 that keeps every positive
+    positives = {d for q in a for d in q.pos_dids}
+    emb = load_embedder(str(tiny_model), device="cpu")
+    positives |= {d for _, q in pick_examples(small_benchmark) for d in q.pos_dids}
+    pool = demo_pool(small_benchmark, positives, 40)
+    assert len(pool) == out["pool"] == 40 and positives <= {c.did for c in pool}
+    cands = emb.encode_candidates(pool, image_root=small_benchmark, show_progress=False)  # (N, D)
+    table = read_instructions(layout.instructions_file)
+    hits = 0
+    for q in a:
+        try:
+            instr = table.choose(q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0)
+        except KeyError:
+            instr = None
+        v = emb.encode_queries([q], instructions=instr, image_root=small_benchmark)[0]  # (D,)
+        top = {pool[j].did for j in np.argsort(-(cands @ v), kind="stable")[:5]}
+        hits += bool(top & set(q.pos_dids))
+    assert r["hits"] == hits and r["rate"] == pytest.approx(hits / 20)

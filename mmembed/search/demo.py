@@ -22,6 +22,7 @@ EXAMPLES: list[tuple[int, str]] = [
     (1, "text → text (WordNet gloss → words)"),
 ]
 TOP = 5
+HIT_RATE_QUERIES = 200  # test queries behind the printed hit rate
 
 
 def default_data_dir() -> Path:
@@ -56,6 +57,44 @@ def pick_examples(data: Path, seed: int = 0) -> list[tuple[str, Any]]:
         if queries:
             picked.append((label, queries[rng.randrange(len(queries))]))
     return picked
+
+
+def sample_test_queries(data: Path, n: int, seed: int = 0) -> list[Any]:
+    """``n`` queries drawn uniformly, with ``seed``, from every test query file (all of them when
+    there are fewer): the queries behind the demo's hit rate, chosen by nobody."""
+    from mmembed.data.mbeir import Layout, read_queries
+
+    layout = Layout(data)
+    queries = [
+        q
+        for name, task, _ in layout.query_sets("test")
+        for q in read_queries(layout.query_file(name, task, "test"))
+    ]
+    if n >= len(queries):
+        return queries
+    return random.Random(f"hit-rate|{seed}").sample(queries, n)
+
+
+def hit_rate(embedder, data: Path, queries: list[Any], index, instruction_of) -> dict[str, Any]:
+    """Share of ``queries`` with a positive among the top ``TOP`` of ``index``, overall and per
+    task; ``instruction_of(query)`` gives each query's instruction (the demo's own choice)."""
+    vecs = embedder.encode_queries(
+        queries,
+        instructions=[instruction_of(q) for q in queries],
+        image_root=data,
+        show_progress=False,
+    )  # (Q, D)
+    _, ids = index.search(vecs, TOP, fingerprint=str(embedder.fingerprint))  # (Q, TOP)
+    per_task: dict[int, list[int]] = {}
+    for q, top in zip(queries, ids, strict=True):
+        per_task.setdefault(q.task_id, []).append(int(bool(set(top) & set(q.pos_dids))))
+    hits = sum(sum(v) for v in per_task.values())
+    return {
+        "queries": len(queries),
+        "hits": hits,
+        "rate": hits / max(1, len(queries)),
+        "per_task": {t: [sum(v), len(v)] for t, v in sorted(per_task.items())},
+    }
 
 
 def demo_pool(data: Path, positives: set[str], size: int, seed: int = 0) -> list[Any]:
@@ -111,8 +150,11 @@ def run_demo(
     device: str | None = None,
     console=None,
     seed: int = 0,
+    rate_queries: int = HIT_RATE_QUERIES,
 ) -> dict[str, Any]:
-    """Run the demo; returns {"examples": [...], "hits_at_5": n, "pool": N} for callers/tests."""
+    """Run the demo; returns {"examples": [...], "hits_at_5": n, "pool": N, "hit_rate": {...}}
+    for callers/tests. The hit rate is over ``rate_queries`` test queries drawn with ``seed``
+    (their positives are kept in the sampled pool, as the examples' are)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -128,7 +170,9 @@ def run_demo(
         raise SystemExit(
             f"{data}: no test queries found; rebuild it with `mmembed data build-offline`"
         )
+    rated = sample_test_queries(data, rate_queries, seed) if rate_queries > 0 else []
     positives = {d for _, q in examples for d in q.pos_dids}
+    positives |= {d for q in rated for d in q.pos_dids}
     pool = demo_pool(data, positives, pool_size, seed)
     spec = model or default_model_name()
     with console.status(f"loading model {spec}…"):
@@ -172,6 +216,15 @@ def run_demo(
         console.print(t)
         out["hits_at_5"] += int(found)
         out["examples"].append({"task": q.task_id, "qid": q.qid, "found_in_top5": found})
+    if rated:
+        out["hit_rate"] = hit_rate(
+            embedder, data, rated, index, lambda q: query_instruction(q, table, fixed=0)
+        )
+        r = out["hit_rate"]
+        console.print(
+            f"\nhit rate: a positive in the top {TOP} for {r['hits']} of {r['queries']} test "
+            f"queries drawn with seed {seed} ({100 * r['rate']:.1f} %; every task, this pool)"
+        )
     console.print(
         f"\na positive was in the top {TOP} for {out['hits_at_5']} of {len(examples)} "
         "example queries.\nYour own folders: `mmembed index ~/Pictures ~/notes`, then "

@@ -15,6 +15,8 @@ import yaml
 
 from mmembed.data.atomic import atomic_write_text
 
+STAGES = ("contrastive", "align")
+
 
 class ConfigError(ValueError):
     """A bad training configuration: names the file (or override) and the key."""
@@ -102,6 +104,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/train"
+    # contrastive: LoRA/projector/pooler as model.* says | align: only the projector (and the
+    # pooler if model.train_modules names it) learns, the language model frozen (train/align.py)
+    stage: str = "contrastive"
     seed: int = 42
     epochs: int = 1
     max_steps: int | None = None
@@ -269,6 +274,8 @@ def check(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: precision must be auto, bf16, fp16 or no, got {cfg.precision!r}"
         )
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"{where}: stage must be one of {list(STAGES)}, got {cfg.stage!r}")
     if cfg.optim.schedule not in ("linear", "cosine", "constant"):
         raise ConfigError(f"{where}: optim.schedule must be linear, cosine or constant")
     if cfg.data.batch_size < 1:

@@ -19,6 +19,7 @@ import torch
 from mmembed.data.atomic import atomic_write_text
 from mmembed.data.images import ImageLoadError
 from mmembed.model.feature_cache import VisionFeatureCache, attach_feature_cache
+from mmembed.train.align import align_train_mode, prepare_align
 from mmembed.train.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -262,7 +263,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     total = cfg.max_steps or cfg.epochs * plan.steps_per_epoch
 
     model = load_embedder(cfg.model.name, device="cpu", dtype=getattr(torch, cfg.model.dtype))
-    prepare_model(model, cfg.model)
+    if cfg.stage == "align":
+        prepare_align(model, cfg.model)
+    else:
+        prepare_model(model, cfg.model)
     if cfg.model.dtype != "float32":
         if accelerator.mixed_precision not in ("bf16", "fp16"):
             raise ConfigError(
@@ -359,7 +363,10 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     # once, before any batch is prefetched: a worker thread may run the frozen vision tower for
     # the feature cache, and must never see it flip to train mode
-    set_train_mode(core, cfg.model)
+    if cfg.stage == "align":
+        align_train_mode(core)
+    else:
+        set_train_mode(core, cfg.model)
     prefetch = Prefetcher(make_batch, range(start.global_step, total), cfg.data.num_workers)
     try:
         for gstep in range(start.global_step, total):
