@@ -88,11 +88,13 @@ def main() -> None:
         L += ["", "The same model folders on the `--limit 40` test split (678 queries, 785-item "
               "global pool), read from the training helper's eval folder:", "",
               "| system | mean R@5 local | mean R@5 global | composed local | composed global "
-              "| wrong-modality % |", "|---|---|---|---|---|---|"]  # fmt: skip
+              "| wrong-modality % | same fingerprint as the full-test row |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
         for n, r in limit40.items():
+            same = "yes" if n in sy and sy[n]["fingerprint"] == r["fingerprint"] else "–"
             L.append(f"| {n} | {f1(r['mean_local'])} | {f1(r['mean_global'])} | "
                      f"{f1(r['composed_local'])} | {f1(r['composed_global'])} | "
-                     f"{f1(r['wrong_modality_global'])} |")  # fmt: skip
+                     f"{f1(r['wrong_modality_global'])} | {same} |")  # fmt: skip
     L += ["", "| system | model | fingerprint | eval's own seconds | wall s |",
           "|---|---|---|---|---|"]  # fmt: skip
     for n, r in sy.items():
