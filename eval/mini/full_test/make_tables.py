@@ -2,7 +2,9 @@
 `mmembed eval mbeir` outputs of the full-test-split evaluation (one folder per system, each with
 results.json) and a tsv of wall times. Writes only the files in OUT; reads nothing else.
 
-    python3 eval/mini/full_test/make_tables.py EVAL_DIR TIMES_TSV OUT [LIMIT40_EVAL_DIR]
+    python3 eval/mini/full_test/make_tables.py EVAL_DIR TIMES_TSV OUT [LIMIT40_EVAL_DIR [DEMO_DIR]]
+
+DEMO_DIR holds demo_<system>_pool<N>.json files (the demo's returned dict, see README).
 """
 
 from __future__ import annotations
@@ -61,7 +63,14 @@ def main() -> None:
             p = lim / name / "results.json"
             if p.is_file():
                 limit40[name] = summarize(json.loads(p.read_text()))
-    res = {"systems": sy, "wall_s": times, "limit40_same_models": limit40}
+    demo = {}
+    if len(sys.argv) > 5:
+        for p in sorted(Path(sys.argv[5]).glob("demo_*_pool*.json")):
+            d = json.loads(p.read_text())
+            demo[p.stem.removeprefix("demo_")] = {
+                k: d.get(k) for k in ("model", "pool", "hit_rate", "hits_at_5", "wall_s")
+            }
+    res = {"systems": sy, "wall_s": times, "limit40_same_models": limit40, "demo": demo}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     L = ["| system | test queries | mean R@5 local | mean R@5 global | composed (6,7,8) local | "
@@ -95,6 +104,16 @@ def main() -> None:
             L.append(f"| {n} | {f1(r['mean_local'])} | {f1(r['mean_global'])} | "
                      f"{f1(r['composed_local'])} | {f1(r['composed_global'])} | "
                      f"{f1(r['wrong_modality_global'])} | {same} |")  # fmt: skip
+    if demo:
+        L += ["", "Demo hit rate (a positive in the top 5; 200 test queries drawn with seed 0 from "
+              "every test file; candidates: the demo's pool):", "",
+              "| system | candidates | hits / 200 | rate % | per task (hits/queries) | "
+              "examples found (of 6) | wall s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for key, d in demo.items():
+            h = d["hit_rate"]
+            per = ", ".join(f"t{t} {a}/{b}" for t, (a, b) in h["per_task"].items())
+            L.append(f"| {key.rsplit('_pool', 1)[0]} | {d['pool']} | {h['hits']} | "
+                     f"{100 * h['rate']:.1f} | {per} | {d['hits_at_5']} | {d['wall_s']} |")  # fmt: skip
     L += ["", "| system | model | fingerprint | eval's own seconds | wall s |",
           "|---|---|---|---|---|"]  # fmt: skip
     for n, r in sy.items():
