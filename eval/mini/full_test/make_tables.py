@@ -95,7 +95,9 @@ def main() -> None:
         L.append(f"| {k} | " + " | ".join(cells) + " |")
     if limit40:
         L += ["", "The same model folders on the `--limit 40` test split (678 queries, 785-item "
-              "global pool), read from the training helper's eval folder:", "",
+              "global pool): mmembed-mini measured here by the same command "
+              "(`limit40_mmembed-mini/`), the others read from the align helper's "
+              "`runs/mini/eval/NAME/results.json`:", "",
               "| system | mean R@5 local | mean R@5 global | composed local | composed global "
               "| wrong-modality % | same fingerprint as the full-test row |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip
