@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-NAMES = ["mmembed-mini", "score_fusion96", "random_aligned", "random", "continual_aligned"]
+NAMES = ["mmembed-mini", "score_fusion96", "random_aligned", "random", "continual_aligned",
+         "continual", "random_aligned_s1"]  # fmt: skip
 PAIRS = [
     ("score_fusion96", "mmembed-mini"),
     ("score_fusion96", "continual_aligned"),
@@ -23,6 +24,8 @@ PAIRS = [
     ("continual_aligned", "random_aligned"),
     ("mmembed-mini", "random"),
     ("continual_aligned", "mmembed-mini"),
+    ("continual_aligned", "continual"),
+    ("random_aligned_s1", "random_aligned"),
 ]
 COMPOSED = [6, 7, 8]
 DRAWS = 2000
@@ -55,15 +58,16 @@ def main() -> None:
         return 100 * float(np.mean([h[idx[t] if draw is None else idx[t][draw[t]]].mean()
                                     for t in sel]))  # fmt: skip
 
-    h = {(n, p): hits(n, p) for n in NAMES for p in ("local", "global")}
-    for n in NAMES:
+    names = [n for n in NAMES if (ev / n / "results.json").is_file()]
+    h = {(n, p): hits(n, p) for n in names for p in ("local", "global")}
+    for n in names:
         rep = json.loads((ev / n / "results.json").read_text())["means"]
         for p in ("local", "global"):
             assert abs(mean(h[n, p], tasks) - rep[p]) < 1e-6, (n, p)
     rng = np.random.default_rng(0)
     draws = [{t: rng.integers(0, len(idx[t]), len(idx[t])) for t in tasks} for _ in range(DRAWS)]
     res = {}
-    for a, b in PAIRS:
+    for a, b in [(a, b) for a, b in PAIRS if a in names and b in names]:
         for p in ("local", "global"):
             for label, sel in (("mean", tasks), ("composed", COMPOSED)):
                 diff = h[a, p] - h[b, p]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ORDER = ["mmembed-mini", "score_fusion96", "random_aligned", "random", "continual_aligned",
-         "score_fusion"]  # fmt: skip
+         "score_fusion", "continual", "random_aligned_s1"]  # fmt: skip
 COMPOSED = (6, 7, 8)
 
 
