@@ -47,9 +47,7 @@ def main() -> None:
             p = ev / s / "results.json"
             if p.is_file():
                 rows[f"{s} | {train}"] = {"system": s, "trained_on": train, **summarize(p)}
-    times = dict(
-        line.split("\t") for line in times_tsv.read_text().splitlines() if line.strip()
-    )
+    times = dict(line.split("\t") for line in times_tsv.read_text().splitlines() if line.strip())
     names = list(rows)
     md = ["| system | trained on | mean R@5 local | mean R@5 global | composed (6,7,8) local "
           "| composed global | wrong-modality top-1 % (global) |",
