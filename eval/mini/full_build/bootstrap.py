@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-SYSTEMS = ["score_fusion96", "random", "random_aligned"]
+SYSTEMS = ["score_fusion96", "random", "random_aligned", "random_s1", "random_aligned_s1"]
 PAIRS = [  # (a, b): a - b; "full:" = trained on the full build, "lim:" = on --limit 40
     ("full:random_aligned", "full:random"),
     ("full:score_fusion96", "full:random_aligned"),
@@ -24,6 +24,10 @@ PAIRS = [  # (a, b): a - b; "full:" = trained on the full build, "lim:" = on --l
     ("full:score_fusion96", "lim:score_fusion96"),
     ("full:random", "lim:random"),
     ("full:random_aligned", "lim:random_aligned"),
+    ("full:random_aligned_s1", "full:random_s1"),
+    ("full:score_fusion96", "full:random_aligned_s1"),
+    ("full:random_s1", "full:random"),
+    ("full:random_aligned_s1", "full:random_aligned"),
 ]
 COMPOSED = [6, 7, 8]
 DRAWS = 2000

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ["score_fusion96", "random", "random_aligned"]
+SYSTEMS = ["score_fusion96", "random", "random_aligned", "random_s1", "random_aligned_s1"]
+KEYS = ("mean_local", "mean_global", "composed_local", "composed_global", "wrong_modality_global")
 COMPOSED = (6, 7, 8)
 
 
@@ -79,9 +80,22 @@ def main() -> None:
     for n in names:
         r = rows[n]
         md.append(f"| {r['system']} | {r['trained_on']} | `{r['model']}` | `{r['fingerprint']}` |")
+    seeds = {}
+    for s in ("random", "random_aligned"):  # full-build rows with seeds 0 and 1
+        pair = [rows.get(f"{s} | full"), rows.get(f"{s}_s1 | full")]
+        if all(pair):
+            seeds[s] = {k: [pair[0][k], pair[1][k]] for k in KEYS}
+    if seeds:
+        md += ["", "Full-build rows over training seeds 0 and 1 (mean ± half the range):", "",
+               "| system | " + " | ".join(KEYS) + " |", "|---|" + "---|" * len(KEYS)]  # fmt: skip
+        for s, v in seeds.items():
+            cells = " | ".join(
+                f"{(a + b) / 2:.1f} ± {abs(a - b) / 2:.1f}" for a, b in (v[k] for k in KEYS)
+            )
+            md.append(f"| {s} (full) | {cells} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "tables.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    doc = {"rows": rows, "times_s": {k: int(v) for k, v in times.items()}}
+    doc = {"rows": rows, "seeds_0_1": seeds, "times_s": {k: int(v) for k, v in times.items()}}
     (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     shutil.copyfile(times_tsv, out / "times.tsv")
 
