@@ -57,6 +57,13 @@ def sniff_kind(path: Path) -> str:
     raise ValueError(f"{path}: found no record with a 'qid' or 'did'; pass --kind pool|queries")
 
 
+def is_table_spec(spec: str | None) -> bool:
+    """Whether ``--instructions`` names a table ('auto' or a .tsv), not none or a fixed text."""
+    if spec is None or spec == "none":
+        return False
+    return spec == "auto" or spec.endswith(".tsv") or Path(spec).is_file()
+
+
 def instruction_chooser(
     spec: str | None, path: Path, seed: int, preset: str | None = None
 ) -> Callable[[Query], str | None]:
@@ -72,7 +79,7 @@ def instruction_chooser(
     if spec is None or spec == "none":
         return lambda q: None
     tsv: Path | None = None
-    is_table = spec == "auto" or spec.endswith(".tsv") or Path(spec).is_file()
+    is_table = is_table_spec(spec)
     mine = preset_table(preset) if is_table else None
     if spec == "auto":
         root = mbeir_root_of(path)
@@ -80,7 +87,7 @@ def instruction_chooser(
         tsv = cand if cand is not None and cand.is_file() else None
         if tsv is None:
             return lambda q: query_instruction(q, None, preferred=mine)
-    elif spec.endswith(".tsv") or Path(spec).is_file():
+    elif is_table:
         tsv = Path(spec)
         if not tsv.is_file():
             raise FileNotFoundError(f"{tsv}: instruction table not found")
@@ -153,7 +160,7 @@ def open_input(
         choose = instruction_chooser(instructions, path, instruction_seed, preset)
         from mmembed.model.preset_instructions import preset_family
 
-        family = preset_family(preset) if instructions not in (None, "none") else None
+        family = preset_family(preset) if is_table_spec(instructions) else None
 
         def query_entries() -> Iterator[EncodeEntry]:
             for q in read_queries(path, errors):
