@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mmembed.data.records import Modality
+
 IMAGE_TOKEN = "<image>"
 
 
@@ -90,11 +92,11 @@ def format_prompt(
 
 
 def item_modality(text: str | None, has_image: bool) -> str:
-    """M-BEIR's name of an item's modality: "text", "image" or "image,text"."""
-    has_text = bool(text and text.strip())
-    if has_image:
-        return "image,text" if has_text else "image"
-    return "text"
+    """M-BEIR's name of an item's modality: "text", "image" or "image,text" (``Modality.of``;
+    blank text counts as none, and an item with neither is "text")."""
+    if not has_image:
+        return Modality.TEXT.value
+    return Modality.of(text if text and text.strip() else None, True).value
 
 
 def candidate_instruction(text: str | None, has_image: bool, cfg: PromptConfig) -> str | None:
