@@ -245,3 +245,41 @@ def beir(
         json.dumps({key: res[key] for key in ("nDCG@10", "Recall@100", "MRR@10", "queries")})
     )
     _console().print(f"scores: {out / f'beir_{split}.json'}; run: {out / f'beir_{split}.trec'}")
+
+
+@app.command()
+def transfer(
+    data: Path = typer.Option(
+        ..., "--data", help="Offline build made with --hold-out (its hold_out.json)."
+    ),
+    evals: list[str] = typer.Option(
+        ..., "--eval", help="NAME=FOLDER of an `eval mbeir --out` folder; repeat for several."
+    ),
+    k: int = typer.Option(5, min=1, help="Recall@k (at most the k the runs were written with)."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Folder for transfer.md and transfer.json (default: print)."
+    ),
+) -> None:
+    """Recall@k on each held-out source's test queries beside the in-domain rest."""
+    from rich.markdown import Markdown
+
+    from mmembed.data.atomic import atomic_write_json, atomic_write_text
+    from mmembed.eval.transfer import markdown, transfer_report
+
+    folders: dict[str, Path] = {}
+    for spec in evals:
+        name, sep, path = spec.partition("=")
+        folder = Path(path if sep else spec)
+        if not folder.is_dir():
+            raise typer.BadParameter(f"{folder}: not a folder (NAME=FOLDER of `eval mbeir --out`)")
+        folders[name if sep else folder.name] = folder
+    try:
+        doc = transfer_report(data, folders, k=k)
+    except (FileNotFoundError, ValueError) as e:
+        _console().print(f"error: {e}", markup=False)
+        raise typer.Exit(2) from None
+    text = markdown(doc)
+    if out is not None:
+        atomic_write_json(out / "transfer.json", doc)
+        atomic_write_text(out / "transfer.md", text)
+    _console().print(Markdown(text))

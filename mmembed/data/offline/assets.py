@@ -159,11 +159,11 @@ def fully_qualified_status() -> int:
     return int(_require_emoji().STATUS["fully_qualified"])
 
 
-def gemojione_index(assets: Assets) -> dict[str, Path]:
-    """Emoji (variation selectors removed) -> gemojione PNG path, for entries whose PNG exists."""
+def _gemojione_entries(assets: Assets):
+    """(emoji without variation selectors, code as in the PNG names, index entry) per entry of
+    gemojione's index whose code parses, in sorted index order."""
     with open(assets.gemojione / "config" / "index.json", encoding="utf-8") as f:
         index = json.load(f)
-    out: dict[str, Path] = {}
     for key in sorted(index):
         entry = index[key]
         code = entry.get("unicode") or ""
@@ -171,9 +171,27 @@ def gemojione_index(assets: Assets) -> dict[str, Path]:
             seq = "".join(chr(int(h, 16)) for h in code.split("-"))
         except ValueError:
             continue
+        yield strip_vs(seq), code, entry
+
+
+def gemojione_index(assets: Assets) -> dict[str, Path]:
+    """Emoji (variation selectors removed) -> gemojione PNG path, for entries whose PNG exists."""
+    out: dict[str, Path] = {}
+    for key, code, _ in _gemojione_entries(assets):
         png = assets.gemojione / "assets" / "png" / f"{code}.png"
         if png.exists():
-            out.setdefault(strip_vs(seq), png)
+            out.setdefault(key, png)
+    return out
+
+
+def gemojione_categories(assets: Assets) -> dict[str, str]:
+    """Emoji (variation selectors removed) -> the category gemojione files it under ('nature',
+    'food', 'people', ...); its 'modifier' and 'extras' entries are not emoji categories."""
+    out: dict[str, str] = {}
+    for key, _, entry in _gemojione_entries(assets):
+        cat = entry.get("category")
+        if cat and cat not in ("modifier", "extras"):
+            out.setdefault(key, cat)
     return out
 
 

@@ -9,12 +9,20 @@ import logging
 import os
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
+from mmembed.data.atomic import atomic_write_json
 from mmembed.data.instructions import write_instructions
 from mmembed.data.mbeir import Layout, write_pool, write_qrels, write_queries
-from mmembed.data.offline import card
-from mmembed.data.offline.assets import asset_versions, find_assets, gemojione_index, read_wordnet
+from mmembed.data.offline import card, holdout
+from mmembed.data.offline.assets import (
+    asset_versions,
+    find_assets,
+    gemojione_categories,
+    gemojione_index,
+    read_wordnet,
+)
 from mmembed.data.offline.emojis import PEOPLE, Emoji, edits, load_universe, rank_of, split_of
 from mmembed.data.offline.instructions import instruction_table
 from mmembed.data.offline.render import RENDER_SIZE, render_all
@@ -148,9 +156,11 @@ def _did_order(did: str) -> tuple[int, int]:
     return int(d), int(n)
 
 
-def _write_tree(out: Path, tasksets: list[TaskSet]) -> dict:
+def _write_tree(out: Path, tasksets: list[TaskSet], ids=None) -> dict:
+    """Write every split of ``tasksets``; ``ids`` = (dids, qids) assigned on a larger set of
+    tasks (the build before held-out records were removed), else assigned here."""
     layout = Layout(out)
-    dids, qids = _assign_ids(tasksets)
+    dids, qids = ids or _assign_ids(tasksets)
     stats, global_pools = [], {s: {} for s in SPLITS}
     for ts in sorted(tasksets, key=lambda t: (DATASETS[t.dataset], t.task)):
         qmod, cmod = TASKS[ts.task]
@@ -183,13 +193,15 @@ def _write_tree(out: Path, tasksets: list[TaskSet]) -> dict:
     return {"tasks": stats, "global_pool": {s: len(global_pools[s]) for s in SPLITS}}
 
 
-def _settings(seed: int, limit: int | None) -> dict:
+def _settings(seed: int, limit: int | None, hold_out: list[str]) -> dict:
+    extra = {"hold_out": hold_out} if hold_out else {}  # absent: builds before it stay valid
     return {
         "seed": seed,
         "limit": limit,
         "render_size": RENDER_SIZE,
         "split_fractions": dict(zip(SPLITS, FRACTIONS, strict=True)),
         "wordnet_synsets_per_split": WORDNET_SIZES if limit is None else limit,
+        **extra,
     }
 
 
@@ -234,17 +246,22 @@ def _prepare_target(out: Path, force: bool) -> Path:
 
 
 def build(out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
-          limit: int | None = None, workers: int = 2, force: bool = False) -> dict:  # fmt: skip
+          limit: int | None = None, workers: int = 2, force: bool = False,
+          hold_out: Sequence[str] = ()) -> dict:  # fmt: skip
     """Build the offline benchmark into ``out_dir`` and return its manifest.
 
     ``limit`` keeps at most that many emoji groups and WordNet synsets per split (for tests);
+    ``hold_out`` specs ('style:gemojione', 'lang:de', 'category:nature') name sources removed from
+    the train and val splits, the test split unchanged (mmembed.data.offline.holdout);
     ``workers`` > 1 renders in that many processes (same bytes). An identical up-to-date build at
     ``out_dir`` is kept (the manifest comes back with ``reused: True``) unless ``force``. Raises
-    AssetMissingError with one line naming what to install; FileExistsError when ``out_dir``
+    AssetMissingError with one line naming what to install; HoldOutError for an unknown spec; FileExistsError when ``out_dir``
     holds something else (another build needs ``force``; a foreign folder is never replaced)."""
     out = Path(out_dir)
     assets = find_assets()
-    settings, versions = _settings(seed, limit), asset_versions()
+    gem_categories = gemojione_categories(assets)
+    specs = sorted({holdout.parse_hold_out(h, set(gem_categories.values())) for h in hold_out})
+    settings, versions = _settings(seed, limit, [str(h) for h in specs]), asset_versions()
     if not force and (current := up_to_date(out, settings, versions)) is not None:
         log.debug(
             "%s is already this build (digest %s); nothing to do", out, current["digest"][:16]
@@ -263,13 +280,16 @@ def build(out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
         split = {k: s for k, s in split.items() if k in keep_noto}
         tasks = EmojiTasks(universe, split, edits(universe), keep_gem, seed).all()
         tasks.append(wordnet_task(_select_synsets(assets, seed, limit)))
-        summary = _write_tree(tmp, tasks)
+        categories = holdout.emoji_categories(universe, gem_categories)
+        tasks, ids, held_summary = _hold_out(tmp, tasks, specs, categories)
+        summary = _write_tree(tmp, tasks, ids)
         _remove_unreferenced_images(tmp, tasks)
         manifest = {
             "name": BUILD_NAME, "format_version": FORMAT_VERSION,
             "settings": settings, "datasets": DATASETS, "assets": versions,
             "dropped": {k: sorted(v) for k, v in dropped.items()},
             **summary,
+            **held_summary,
         }  # fmt: skip
         card.write_contact_sheet(tmp, tasks)
         card.write_card(tmp, manifest)
@@ -281,6 +301,23 @@ def build(out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _hold_out(root: Path, tasks: list[TaskSet], specs: list, categories: dict):
+    """(tasks without held-out train/val records, ids assigned before removal or None, manifest
+    entries); writes hold_out.json with the transfer test qids when there are specs."""
+    if not specs:
+        return tasks, None, {}
+    judge = holdout.Judge(specs, categories)
+    dids, qids = _assign_ids(tasks)
+    kept, removed = holdout.apply(tasks, judge)
+    transfer = holdout.transfer_queries(
+        tasks, judge, lambda q: qids[(q.dataset, q.task, "test", q.key)]
+    )
+    doc = {"specs": [str(s) for s in specs], "removed": removed, "test_queries": transfer}
+    atomic_write_json(root / holdout.FILE, doc)
+    counts = {k: len(v) for k, v in transfer.items()}
+    return kept, (dids, qids), {"hold_out": {**doc, "test_queries": counts}}
 
 
 def _remove_unreferenced_images(root: Path, tasks: list[TaskSet]) -> None:

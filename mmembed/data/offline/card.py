@@ -166,6 +166,14 @@ def write_card(root: Path, manifest: dict) -> Path:
         ask, why = TASK_NOTES[(row["dataset"], row["task"])]
         parts.append(f"### {row['dataset']} task {row['task']}: {row['query_modality']} → "
                      f"{row['cand_modality']}\n\n- Query: {ask}\n- Positives: {why}\n")  # fmt: skip
+    if held := manifest.get("hold_out"):
+        removed = "; ".join(f"{s}: {r['queries']:,} queries, {r['candidates']:,} candidates"
+                            for s, r in held["removed"].items())  # fmt: skip
+        asked = ", ".join(f"{k} {v:,}" for k, v in held["test_queries"].items())
+        parts.append("## Held-out sources\n\n"
+                     f"No train or val record touches {', '.join(held['specs'])} (removed: "
+                     f"{removed}). The test split is the one built without them; test queries "
+                     f"touching each source (listed in hold_out.json): {asked}.\n")  # fmt: skip
     parts.append("## Assets\n\n" + "\n".join(f"- {k}: {v}" for k, v in manifest["assets"].items())
                  + "\n\nLicences: see each package's copyright file (Noto Color Emoji: OFL 1.1; CLDR: "
                  "Unicode licence; gemojione art: CC BY 4.0; WordNet 3.0: WordNet licence).\n")  # fmt: skip

@@ -22,6 +22,13 @@ def build_offline_command(
         help="Keep at most N emoji groups and N synsets per split (small builds).",
     ),
     workers: int = typer.Option(2, "--workers", min=1, help="Render in this many processes."),
+    hold_out: list[str] = typer.Option(
+        [],
+        "--hold-out",
+        help="A source no training split holds, repeatable: style:gemojione, lang:CODE "
+        "(fr es de it pt nl) or category:NAME (gemojione's: nature, food, people, ...). "
+        "The test split is unchanged; hold_out.json lists its transfer queries.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build the offline M-BEIR-format benchmark (emoji, CLDR, gemojione, WordNet) into --out."""
@@ -30,14 +37,21 @@ def build_offline_command(
     from mmembed.data.offline.assets import AssetMissingError
     from mmembed.data.offline.builder import build
     from mmembed.data.offline.card import stats_table
+    from mmembed.data.offline.holdout import HoldOutError
 
     con = Console(stderr=True, highlight=False)
     start = time.perf_counter()
     try:
         manifest = build(
-            out, seed=seed, show_progress=not quiet, limit=limit, workers=workers, force=force
+            out,
+            seed=seed,
+            show_progress=not quiet,
+            limit=limit,
+            workers=workers,
+            force=force,
+            hold_out=hold_out,
         )
-    except (AssetMissingError, FileExistsError) as e:
+    except (AssetMissingError, FileExistsError, HoldOutError) as e:
         con.print(f"error: {e}", markup=False)
         raise typer.Exit(2) from None
     seconds = time.perf_counter() - start

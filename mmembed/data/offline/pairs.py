@@ -3,7 +3,8 @@ train split of an offline build shows (both art styles, skin-tone variants, edit
 with every caption the packaged assets hold for its emoji (CLDR names in every language, English
 CLDR keywords), written as an M-BEIR-format folder that ``mmembed train`` reads as a plain
 ``mbeir`` source: one image-only query per image, its captions as text candidates and positives.
-Only images the train split already uses are read, so no val or test image is ever aligned.
+Only images the train split already uses are read, so no val or test image is ever aligned,
+and no caption in a language the build holds out (hold_out.json).
 Knows the build's file layout and the emoji assets; knows nothing of models or training."""
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mmembed.data.mbeir import Layout, read_pool, read_queries
+from mmembed.data.offline.holdout import FILE as HOLD_OUT_FILE
 
 ALIGN_DATASET = 13  # dataset id of the pairs, clear of the build's 10-12 and M-BEIR's 0-9
 IMAGE_TEXT_TASK = 3  # image -> text
@@ -33,21 +35,32 @@ def train_images(data: Path) -> list[str]:
     return sorted(p for p in paths if p)
 
 
-def emoji_captions() -> Callable[[str], list[str]]:
-    """``captions(code) -> [texts]``: the packaged CLDR names (every language) and English
-    keywords of the emoji with that file code, in a fixed order."""
+def emoji_captions(skip_langs: Iterable[str] = ()) -> Callable[[str], list[str]]:
+    """``captions(code) -> [texts]``: the packaged CLDR names (every language but
+    ``skip_langs``) and English keywords of the emoji with that file code, in a fixed order."""
     from mmembed.data.offline.assets import find_assets
     from mmembed.data.offline.emojis import LANGUAGES, load_universe
 
     by_code = {e.code: e for e in load_universe(find_assets()).values()}
+    skip = set(skip_langs)
 
     def captions(code: str) -> list[str]:
         e = by_code.get(code)
         if e is None:
             return []
-        return [e.names[lang] for lang in LANGUAGES if e.names.get(lang)] + list(e.keywords)
+        names = [e.names[lang] for lang in LANGUAGES if e.names.get(lang) and lang not in skip]
+        return names + list(e.keywords)
 
     return captions
+
+
+def held_out_langs(data: Path) -> list[str]:
+    """The languages the build at ``data`` holds out of training (its hold_out.json)."""
+    try:
+        specs = json.loads((data / HOLD_OUT_FILE).read_text(encoding="utf-8"))["specs"]
+    except FileNotFoundError:
+        return []
+    return [s.split(":", 1)[1] for s in specs if s.startswith("lang:")]
 
 
 def write_align_pairs(
@@ -59,9 +72,10 @@ def write_align_pairs(
 
     Each distinct caption text is one candidate; an image's positives are all its captions (the
     trainer draws one per epoch, and the loss never counts another of them as a negative).
-    ``captions`` maps an emoji file code to its texts (default: the packaged assets)."""
+    ``captions`` maps an emoji file code to its texts (default: the packaged assets, without the
+    languages the build holds out)."""
     data, out = Path(data), Path(out)
-    captions = captions or emoji_captions()
+    captions = captions or emoji_captions(held_out_langs(data))
     caption_did: dict[str, str] = {}
     queries: list[dict] = []
     images = 0
