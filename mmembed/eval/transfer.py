@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mmembed.data.mbeir import Layout, read_qrels
+from mmembed.data.mbeir import read_qrels
 from mmembed.data.offline.holdout import FILE as HOLD_OUT_FILE
 from mmembed.data.runfile import read_run_ids
+from mmembed.eval.mbeir import discover
 
 IN_DOMAIN = "in-domain"
 POOLS = ("local", "global")
@@ -35,11 +36,10 @@ def read_subsets(data: Path) -> dict[str, list[str]]:
 
 def _test_tasks(data: Path) -> dict[str, tuple[str, set[str]]]:
     """qid -> (task label 'Dataset tN', positive dids) over the build's test qrels."""
-    layout = Layout(data)
     out: dict[str, tuple[str, set[str]]] = {}
-    for name, task, _ in layout.query_sets("test"):
-        for qid, pos in read_qrels(layout.qrels_file(name, task, "test")).items():
-            out[qid] = (f"{name} t{task}", pos)
+    for t in discover(data, "test"):
+        for qid, pos in read_qrels(t.qrels_file).items():
+            out[qid] = (f"{t.dataset} t{t.task_id}", pos)
     return out
 
 
