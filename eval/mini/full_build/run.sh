@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Issue 16, full build: train score fusion (96 steps), stage random (48) and align (48) ->
 # random_aligned (48) on the FULL offline training split and evaluate each on the full test
-# split (local + global pools). Work folder /tmp/fb (data copy, features, runs, evals); wall
+# split (local + global pools). STEPS="recipe recipe_aligned score_fusion144" then runs the rest
+# of the recipe from those (mine -> hard -> continual, without and with align) and the score-
+# fusion baseline at the whole aligned recipe's budget (144 steps), each also scored on 1,000
+# WordNet test definitions (nDCG@10). Work folder /tmp/fb (data copy, features, runs, evals); wall
 # seconds of every step in /tmp/fb/times.tsv. Run from the repository root:
 #   cp -r FULLBUILD /tmp/fb/data; cp -r /tmp/fullsplit/features /tmp/fb/features  # if present
 #   bash eval/mini/full_build/run.sh                              # seed 0, every system
@@ -31,6 +34,29 @@ ev() { # ev NAME: M-BEIR evaluation of runs/NAME$SFX/final on the full test spli
   step "eval_$1$SFX" $M eval mbeir --data $F/data --model "$F/runs/$1$SFX/final" --pool both \
     --instructions on --seed 0 --k 50 --out "$F/eval/$1$SFX" --no-progress
 }
+WN_INSTR="Retrieve the dictionary entry for the given definition."
+bev() { # bev NAME: nDCG@10 of runs/NAME$SFX/final on 1,000 WordNet test definitions
+  [ -f $F/wordnet_test/corpus.jsonl ] ||
+    python3 scripts/mini_tools.py wordnet --split test -n 1000 --out $F/wordnet_test
+  step "beir_$1$SFX" $M eval beir --data $F/wordnet_test --model "$F/runs/$1$SFX/final" \
+    --split test --instruction "$WN_INSTR" --out "$F/eval/$1$SFX/beir" --no-progress
+}
+recipe() { # recipe FROM SUFFIX: mine with runs/FROM, hard (from the config's start), continual
+  local from=$1 x=$2
+  [ -f $F/wordnet_train/corpus.jsonl ] ||
+    python3 scripts/mini_tools.py wordnet --split train -n 2000 --out $F/wordnet_train
+  step "mine$x$SFX" $M mine --data $F/data --model "$F/runs/$from$SFX/final" \
+    --queries 'query/train/*.jsonl' --pool cand_pool/global/mbeir_union_train_cand_pool.jsonl \
+    --out "$F/mined$x$SFX" --top-k 50 --rank-threshold 45 --positive-ratio 0.95 \
+    --max-negatives 10 --seed "$SEED"
+  local q="data.sources.0.queries=[../mined$x$SFX/*.jsonl]"
+  local start=()
+  [ -z "$x" ] || start=(model.name="$F/runs/align$SFX/final")
+  fit "hard$x" "configs/mini/full/hard$x.yaml" "$q" "${start[@]}"
+  fit "continual$x" "configs/mini/full/continual$x.yaml" "$q" model.name="$F/runs/hard$x$SFX/final"
+  ev "continual$x"
+  bev "continual$x"
+}
 for s in ${STEPS:-score_fusion96 random aligned}; do
   case $s in
   score_fusion96 | random)
@@ -43,6 +69,14 @@ for s in ${STEPS:-score_fusion96 random aligned}; do
     fit align configs/mini/full/align.yaml
     fit random_aligned configs/mini/full/random_aligned.yaml model.name="$F/runs/align$SFX/final"
     ev random_aligned
+    ;;
+  beir_*) bev "${s#beir_}" ;; # WordNet nDCG@10 of an already trained system
+  recipe) recipe random "" ;;
+  recipe_aligned) recipe random_aligned _aligned ;;
+  score_fusion144)
+    fit score_fusion144 configs/mini/full/score_fusion96.yaml max_steps=144 epochs=6
+    ev score_fusion144
+    bev score_fusion144
     ;;
   esac
 done
