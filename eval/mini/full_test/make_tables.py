@@ -12,36 +12,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from summarize import f1, summarize  # noqa: E402
 
 ORDER = ["mmembed-mini", "score_fusion96", "random_aligned", "random", "continual_aligned",
          "score_fusion", "continual", "random_aligned_s1"]  # fmt: skip
-COMPOSED = (6, 7, 8)
-
-
-def summarize(rep: dict[str, Any]) -> dict[str, Any]:
-    tasks: dict[str, dict[str, Any]] = {}
-    for r in rep["results"]:
-        t = tasks.setdefault(f"{r['dataset']} t{r['task_id']}", {"task_id": r["task_id"]})
-        t[r["system"]] = r["recall"]["R@5"]
-        t["queries"] = r["queries"]
-        if r["system"] == "global" and r["queries"]:
-            t["wrong_modality_global"] = 100.0 * r["errors"]["wrong_modality"] / r["queries"]
-    row: dict[str, Any] = {"tasks": tasks}
-    row["mean_local"] = rep["means"].get("local")
-    row["mean_global"] = rep["means"].get("global")
-    for pool in ("local", "global"):
-        comp = [v[pool] for v in tasks.values() if v["task_id"] in COMPOSED]
-        row[f"composed_{pool}"] = sum(comp) / len(comp)
-    row["wrong_modality_global"] = rep["error_rates"]["global"]["wrong_modality"]
-    row["queries"] = sum(v["queries"] for v in tasks.values())
-    for k in ("model", "fingerprint", "seconds", "data", "instructions", "instruction_seed", "k"):
-        row[k] = rep["settings"].get(k)
-    return row
-
-
-def f1(v: Any) -> str:
-    return "–" if v is None else f"{v:.1f}"
 
 
 def main() -> None:
