@@ -24,6 +24,16 @@ def write_run(
     return w.lines
 
 
+def _rank_and_score(parts: list[str]) -> tuple[int, float] | str:
+    """(rank, score) of a split run line, or what is wrong with the line."""
+    if len(parts) < 6:
+        return f"expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}"
+    try:
+        return int(parts[3]), float(parts[4])
+    except ValueError:
+        return f"rank {parts[3]!r} or score {parts[4]!r} is not a number"
+
+
 def iter_run(
     path: str | Path, errors: ErrorLog | None = None
 ) -> Iterator[tuple[str, str, int, float]]:
@@ -35,30 +45,11 @@ def iter_run(
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) < 6:
-                report(
-                    errors,
-                    DataError(
-                        path,
-                        lineno,
-                        None,
-                        f"expected 6 columns 'qid Q0 did rank score tag', got {len(parts)}",
-                    ),
-                )
+            fields = _rank_and_score(parts)
+            if isinstance(fields, str):
+                report(errors, DataError(path, lineno, None, fields))
                 continue
-            try:
-                rank, score = int(parts[3]), float(parts[4])
-            except ValueError:
-                report(
-                    errors,
-                    DataError(
-                        path,
-                        lineno,
-                        None,
-                        f"rank {parts[3]!r} or score {parts[4]!r} is not a number",
-                    ),
-                )
-                continue
+            rank, score = fields
             yield parts[0], parts[2], rank, score
 
 
