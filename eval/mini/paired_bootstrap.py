@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,15 @@ DRAWS = 2000
 
 
 def paired_bootstrap(
-    folders: Mapping[str, Path], pairs: Sequence[tuple[str, str]], data: Path
+    folders: Mapping[str, Path],
+    pairs: Sequence[tuple[str, str]],
+    data: Path,
+    subsets: Mapping[str, Collection[str]] | None = None,
 ) -> dict:
     """``folders``: label -> eval output folder (those without runs are left out); ``pairs``:
-    (a, b) labels, reported as a - b. Returns the JSON document the scripts write."""
+    (a, b) labels, reported as a - b; ``subsets``: name -> test qids, each resampled and reported
+    on its own (keys "a - b | NAME mean local"), instead of the whole test split. Returns the
+    JSON document the scripts write."""
     pos: dict[str, set[str]] = defaultdict(set)
     task: dict[str, int] = {}
     for f in sorted((data / "qrels" / "test").glob("*.txt")):
@@ -33,7 +38,6 @@ def paired_bootstrap(
     qids = sorted(task)
     tid = np.array([task[q] for q in qids])
     tasks = sorted(set(task.values()))
-    idx = {t: np.where(tid == t)[0] for t in tasks}
 
     def hits(folder: Path, pool: str) -> np.ndarray:  # (Q,) 1.0 where a positive is in the top 5
         top: dict[str, list[str]] = defaultdict(list)
@@ -43,27 +47,36 @@ def paired_bootstrap(
                 top[q].append(d)
         return np.array([bool(set(top[q]) & pos[q]) for q in qids], float)
 
-    def mean(h: np.ndarray, sel: list[int], draw: dict | None = None) -> float:
+    def mean(h: np.ndarray, idx: dict, sel: list[int], draw: dict | None = None) -> float:
         per = [h[idx[t] if draw is None else idx[t][draw[t]]].mean() for t in sel]
         return 100 * float(np.mean(per))
 
     folders = {k: v for k, v in folders.items() if (v / "runs" / "global.trec").is_file()}
     h = {(n, p): hits(f, p) for n, f in folders.items() for p in ("local", "global")}
+    everything = {t: np.where(tid == t)[0] for t in tasks}
     for n, f in folders.items():
         rep = json.loads((f / "results.json").read_text())["means"]
         for p in ("local", "global"):
-            assert abs(mean(h[n, p], tasks) - rep[p]) < 1e-6, (n, p)
+            assert abs(mean(h[n, p], everything, tasks) - rep[p]) < 1e-6, (n, p)
     rng = np.random.default_rng(0)
-    draws = [{t: rng.integers(0, len(idx[t]), len(idx[t])) for t in tasks} for _ in range(DRAWS)]
     res = {}
-    for a, b in [(a, b) for a, b in pairs if a in folders and b in folders]:
-        for p in ("local", "global"):
-            for label, sel in (("mean", tasks), ("composed", COMPOSED)):
-                diff = h[a, p] - h[b, p]
-                lo, hi = np.percentile([mean(diff, sel, dr) for dr in draws], [2.5, 97.5])
-                res[f"{a} - {b} | {label} {p}"] = [
-                    round(mean(diff, sel), 2), round(float(lo), 2), round(float(hi), 2)
-                ]  # fmt: skip
+    for name, members in ({"": None} if subsets is None else subsets).items():
+        keep = np.array([i for i, q in enumerate(qids) if members is None or q in members], int)
+        idx = {t: keep[tid[keep] == t] for t in tasks if (tid[keep] == t).any()}
+        sel = {"mean": list(idx), "composed": [t for t in COMPOSED if t in idx]}
+        draws = [{t: rng.integers(0, len(ix), len(ix)) for t, ix in idx.items()}
+                 for _ in range(DRAWS)]  # fmt: skip
+        for a, b in [(a, b) for a, b in pairs if a in folders and b in folders]:
+            for p in ("local", "global"):
+                for label, ts in sel.items():
+                    if not ts:
+                        continue
+                    diff = h[a, p] - h[b, p]
+                    boot = [mean(diff, idx, ts, dr) for dr in draws]
+                    lo, hi = np.percentile(boot, [2.5, 97.5])
+                    key = f"{a} - {b} | {name + ' ' if name else ''}{label} {p}"
+                    res[key] = [round(mean(diff, idx, ts), 2), round(float(lo), 2),
+                                round(float(hi), 2)]  # fmt: skip
     return {
         "what": f"paired bootstrap over test queries, resampled within each task, {DRAWS} "
         "draws, numpy seed 0; [observed difference, 2.5 %, 97.5 %] in R@5 points",
