@@ -1,6 +1,7 @@
 """Builds the offline benchmark: selects and splits items, renders images, assigns M-BEIR ids and
 writes the tree (queries, local and global pools, qrels, instructions), a manifest, a dataset card
-and a contact sheet. Output bytes depend only on the seed, the limit and the asset versions."""
+and a contact sheet. Output bytes depend only on the seed, the limit, the held-out sources and the
+asset versions."""
 
 from __future__ import annotations
 
@@ -255,8 +256,9 @@ def build(out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
     the train and val splits, the test split unchanged (mmembed.data.offline.holdout);
     ``workers`` > 1 renders in that many processes (same bytes). An identical up-to-date build at
     ``out_dir`` is kept (the manifest comes back with ``reused: True``) unless ``force``. Raises
-    AssetMissingError with one line naming what to install; HoldOutError for an unknown spec; FileExistsError when ``out_dir``
-    holds something else (another build needs ``force``; a foreign folder is never replaced)."""
+    AssetMissingError with one line naming what to install; HoldOutError for an unknown spec;
+    FileExistsError when ``out_dir`` holds something else (another build needs ``force``; a
+    foreign folder is never replaced)."""
     out = Path(out_dir)
     assets = find_assets()
     gem_categories = gemojione_categories(assets)
