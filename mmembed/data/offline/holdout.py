@@ -12,9 +12,10 @@ A spec names one source:
 Held-out queries and candidates are removed from the train and val splits only, after ids are
 assigned, so the test split is byte-identical to the build without ``--hold-out`` and a model
 trained on either build is scored on the same test queries. A training query goes with its
-positives: one held-out positive removes the query. ``hold_out.json`` in the build lists the
-specs, what was removed per split, and the test qids each spec touches. Knows the content
-records of tasks.py; knows nothing of files or ids beyond the qids it is handed."""
+positives: one held-out positive removes the query, and a text that is the name in several
+languages counts for each. ``hold_out.json`` in the build lists the specs, what was removed per
+split, and the test qids each spec touches (there a shared text does not count). Knows the
+content records of tasks.py; knows nothing of files or ids beyond the qids it is handed."""
 
 from __future__ import annotations
 
@@ -87,10 +88,11 @@ class Judge:
         self.specs = sorted(set(specs))
         self.categories = categories  # emoji file code -> category
 
-    def touches(self, src: str) -> list[HoldOut]:
-        """The specs a record with this ``src`` JSON touches."""
+    def touches(self, src: str, shared: bool = True) -> list[HoldOut]:
+        """The specs a record with this ``src`` JSON touches. ``shared=False`` leaves out the
+        languages of a text that is the name in several languages at once (e.g. 'taxi')."""
         info = json.loads(src) if src else {}
-        codes, langs = set(), set()
+        codes, name_langs = set(), set()
         if "codepoints" in info:
             codes.add(info["codepoints"])
         for k in ("source", "target"):  # composed edits name emoji by their sequence
@@ -99,10 +101,11 @@ class Judge:
         for owner in info.get("name_of", []):  # "code:lang" of every emoji a name names
             code, _, lang = owner.partition(":")
             codes.add(code)
-            langs.add(lang)
-        langs.update(info.get("langs", []))
-        if "lang" in info:
-            langs.add(info["lang"])
+            name_langs.add(lang)
+        langs = {info["lang"]} if "lang" in info else set()
+        for group in (name_langs, set(info.get("langs", []))):
+            if shared or len(group) == 1:
+                langs |= group
         hit = {
             "style": {info.get("style")},
             "lang": langs,
@@ -113,11 +116,11 @@ class Judge:
     def content(self, c: Content) -> bool:
         return bool(self.touches(c.src))
 
-    def query(self, q: PendingQuery) -> list[HoldOut]:
+    def query(self, q: PendingQuery, shared: bool = True) -> list[HoldOut]:
         """Specs the query touches through itself or any of its positives."""
-        found = set(self.touches(q.src))
+        found = set(self.touches(q.src, shared))
         for p in q.positives:
-            found.update(self.touches(p.src))
+            found.update(self.touches(p.src, shared))
         return sorted(found)
 
 
@@ -139,10 +142,11 @@ def apply(tasks: list[TaskSet], judge: Judge) -> tuple[list[TaskSet], dict]:
 
 def transfer_queries(tasks: list[TaskSet], judge: Judge, qid_of) -> dict[str, list[str]]:
     """spec -> sorted test qids whose query or positives touch it (``qid_of(query)`` gives a
-    pending query's qid): the transfer subsets the evaluation reports."""
+    pending query's qid): the transfer subsets the evaluation reports. Stricter than removal: a
+    text that names an emoji in several languages does not make a query about one of them."""
     out: dict[str, list[str]] = {str(s): [] for s in judge.specs}
     for ts in tasks:
         for q in ts.queries["test"]:
-            for spec in judge.query(q):
+            for spec in judge.query(q, shared=False):
                 out[str(spec)].append(qid_of(q))
     return {k: sorted(v, key=lambda d: tuple(map(int, d.split(":")))) for k, v in out.items()}
