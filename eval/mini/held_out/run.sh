@@ -52,3 +52,5 @@ for s in score_fusion96 random random_aligned; do
   E+=(--eval "$s (full build)=/tmp/fb/eval/$s" --eval "$s (held out)=$F/eval/$s")
 done
 python3 -m mmembed eval transfer --data $F/data "${E[@]}" --out eval/mini/held_out
+python3 eval/mini/held_out/bootstrap.py $F/eval /tmp/fb/eval $F/data eval/mini/held_out/bootstrap.json
+cp $F/times.tsv eval/mini/held_out/times.tsv
