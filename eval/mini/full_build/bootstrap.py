@@ -15,7 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paired_bootstrap import paired_bootstrap, write  # noqa: E402
 
-SYSTEMS = ["score_fusion96", "random", "random_aligned", "random_s1", "random_aligned_s1"]
+SYSTEMS = ["score_fusion96", "random", "random_aligned", "random_s1", "random_aligned_s1",
+           "score_fusion96_s1", "score_fusion96_s2", "random_s2", "random_aligned_s2",
+           "score_fusion144", "continual", "continual_aligned"]  # fmt: skip
 PAIRS = [  # (a, b): a - b; "full:" = trained on the full build, "lim:" = on --limit 40
     ("full:random_aligned", "full:random"),
     ("full:score_fusion96", "full:random_aligned"),
@@ -27,6 +29,13 @@ PAIRS = [  # (a, b): a - b; "full:" = trained on the full build, "lim:" = on --l
     ("full:score_fusion96", "full:random_aligned_s1"),
     ("full:random_s1", "full:random"),
     ("full:random_aligned_s1", "full:random_aligned"),
+    ("full:random_aligned_s2", "full:random_s2"),
+    ("full:score_fusion96_s1", "full:random_aligned_s1"),
+    ("full:score_fusion96_s2", "full:random_aligned_s2"),
+    ("full:score_fusion144", "full:continual_aligned"),  # the goal, at equal pairs
+    ("full:score_fusion144", "full:continual"),
+    ("full:continual_aligned", "full:continual"),  # align's effect on the whole recipe
+    ("full:score_fusion144", "full:score_fusion96"),
 ]
 
 
