@@ -4,9 +4,9 @@
 # split (local + global pools). STEPS="recipe recipe_aligned score_fusion144" then runs the rest
 # of the recipe from those (mine -> hard -> continual, without and with align) and the score-
 # fusion baseline at the whole aligned recipe's budget (144 steps), each also scored on 1,000
-# WordNet test definitions (nDCG@10). Work folder /tmp/fb (data copy, features, runs, evals); wall
-# seconds of every step in /tmp/fb/times.tsv. Run from the repository root:
-#   cp -r FULLBUILD /tmp/fb/data; cp -r /tmp/fullsplit/features /tmp/fb/features  # if present
+# WordNet test definitions (nDCG@10). Work folder /tmp/fb (the full build, made on the first
+# run; features, runs, evals); wall seconds of every step in /tmp/fb/times.tsv. Run from the
+# repository root:
 #   bash eval/mini/full_build/run.sh                              # seed 0, every system
 #   SEED=1 STEPS="aligned random" bash eval/mini/full_build/run.sh  # another training seed
 # SEED sets the training seed (the evaluation seed stays 0); a seed other than 0 writes its
@@ -57,6 +57,8 @@ recipe() { # recipe FROM SUFFIX: mine with runs/FROM, hard (from the config's st
   ev "continual$x"
   bev "continual$x"
 }
+mkdir -p $F
+[ -f $F/data/manifest.json ] || step data python3 -m mmembed data build-offline --out $F/data --seed 0 -q
 for s in ${STEPS:-score_fusion96 random aligned}; do
   case $s in
   score_fusion96 | random)
