@@ -89,8 +89,10 @@ UNSEEN = [
 def test_mini_transfers_to_emoji_it_did_not_train_on(mini):
     """Unseen names against their 20 pictures: chance is R@5 = 5/20 and a mean rank of 10.5;
     the continual weights that shipped until v4 measured R@5 10/20 and mean rank 6.2 (top-1 4/20)
-    when this was written; the v4 default (score fusion, 144 steps; docs/mmembed_mini.md) measures
-    R@5 13/20, mean rank 5.35, top-1 3/20 (and ranks all 5 training names of the test above first)."""
+    when this was written; v4's first default (score fusion, 144 steps on the --limit 40 build)
+    measured R@5 13/20, mean rank 5.35, top-1 3/20; the default since (the same trained on the
+    full build; docs/mmembed_mini.md) R@5 14/20, mean rank 4.15, top-1 4/20 (and 4 of the 5
+    training names of the test above rank their own picture first)."""
     from mmembed.data.offline.assets import find_assets
     from mmembed.data.offline.instructions import PROMPTS
     from mmembed.data.offline.render import render_noto
