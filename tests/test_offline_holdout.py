@@ -202,3 +202,6 @@ def test_transfer_command_writes_tables_and_refuses_a_build_without_hold_outs(bu
     res = CliRunner().invoke(app, ["eval", "transfer", "--data", str(plain), "--eval",
                                    f"m={folder}"])  # fmt: skip
     assert res.exit_code == 2 and "--hold-out" in res.output
+    res = CliRunner().invoke(app, ["eval", "transfer", "--data", str(held), "--eval",
+                                   f"m={folder}", "--eval", f"m={folder}"])  # fmt: skip
+    assert res.exit_code == 2 and "both called 'm'" in res.output

@@ -272,7 +272,10 @@ def transfer(
         folder = Path(path if sep else spec)
         if not folder.is_dir():
             raise typer.BadParameter(f"{folder}: not a folder (NAME=FOLDER of `eval mbeir --out`)")
-        folders[name if sep else folder.name] = folder
+        label = name if sep else folder.name
+        if label in folders:
+            raise typer.BadParameter(f"two --eval folders are both called {label!r}; name them")
+        folders[label] = folder
     try:
         doc = transfer_report(data, folders, k=k)
     except (FileNotFoundError, ValueError) as e:
