@@ -17,7 +17,8 @@ from paired_bootstrap import paired_bootstrap, write  # noqa: E402
 
 SYSTEMS = ["score_fusion96", "random", "random_aligned", "random_s1", "random_aligned_s1",
            "score_fusion96_s1", "score_fusion96_s2", "random_s2", "random_aligned_s2",
-           "score_fusion144", "continual", "continual_aligned"]  # fmt: skip
+           "score_fusion144", "continual", "continual_aligned", "score_fusion144_s1",
+           "score_fusion144_s2", "continual_s1", "continual_aligned_s1"]  # fmt: skip
 PAIRS = [  # (a, b): a - b; "full:" = trained on the full build, "lim:" = on --limit 40
     ("full:random_aligned", "full:random"),
     ("full:score_fusion96", "full:random_aligned"),
@@ -36,6 +37,10 @@ PAIRS = [  # (a, b): a - b; "full:" = trained on the full build, "lim:" = on --l
     ("full:score_fusion144", "full:continual"),
     ("full:continual_aligned", "full:continual"),  # align's effect on the whole recipe
     ("full:score_fusion144", "full:score_fusion96"),
+    ("full:score_fusion144_s1", "full:continual_aligned_s1"),
+    ("full:continual_aligned_s1", "full:continual_s1"),
+    ("full:score_fusion144_s1", "full:score_fusion144"),
+    ("full:score_fusion144_s2", "full:score_fusion144"),
 ]
 
 
