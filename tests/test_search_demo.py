@@ -54,6 +54,29 @@ def small_benchmark(tmp_path_factory) -> Path:
     return root
 
 
+def _brute_force_hits(emb, pool, queries, root: Path) -> int:
+    """Queries with a positive among the top 5 of ``pool`` by the model's own vectors and a
+    numpy sort (the table's first instruction for the query's task, none where it has none)."""
+    import numpy as np
+
+    from mmembed.data.instructions import read_instructions
+    from mmembed.data.mbeir import Layout
+    from mmembed.data.records import TASKS
+
+    cands = emb.encode_candidates(pool, image_root=root, show_progress=False)  # (N, D)
+    table = read_instructions(Layout(root).instructions_file)
+    hits = 0
+    for q in queries:
+        try:
+            instr = table.choose(q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0)
+        except KeyError:
+            instr = None
+        v = emb.encode_queries([q], instructions=instr, image_root=root)[0]  # (D,)
+        top = {pool[j].did for j in np.argsort(-(cands @ v), kind="stable")[:5]}
+        hits += bool(top & set(q.pos_dids))
+    return hits
+
+
 def test_demo_runs_every_example_kind(small_benchmark: Path, tiny_model: Path) -> None:
     from mmembed.data.mbeir import Layout, read_pool
     from mmembed.search.demo import EXAMPLES, demo_pool, pick_examples, run_demo
@@ -72,24 +95,10 @@ def test_demo_runs_every_example_kind(small_benchmark: Path, tiny_model: Path) -
     text = buf.getvalue()
     assert out["pool"] == 30 and len(out["examples"]) == len(EXAMPLES)
     # the hit count by brute force over the same pool: the model's own vectors, numpy top 5
-    import numpy as np
-
-    from mmembed.data.instructions import read_instructions
-    from mmembed.data.records import TASKS
     from mmembed.model import load_embedder
 
     emb = load_embedder(str(tiny_model), device="cpu")
-    cands = emb.encode_candidates(pool, image_root=small_benchmark, show_progress=False)  # (N, D)
-    table = read_instructions(Layout(small_benchmark).instructions_file)
-    hits = 0
-    for _, q in examples:
-        try:
-            instr = table.choose(q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0)
-        except KeyError:
-            instr = None
-        v = emb.encode_queries([q], instructions=instr, image_root=small_benchmark)[0]  # (D,)
-        top = {pool[j].did for j in np.argsort(-(cands @ v), kind="stable")[:5]}
-        hits += bool(top & set(q.pos_dids))
+    hits = _brute_force_hits(emb, pool, [q for _, q in examples], small_benchmark)
     assert out["hits_at_5"] == hits
     assert [e["found_in_top5"] for e in out["examples"]].count(True) == hits
     for _, label in EXAMPLES:
@@ -115,11 +124,8 @@ def test_demo_command_from_nothing(tmp_path: Path) -> None:
 def test_demo_hit_rate_is_over_seeded_test_queries(small_benchmark: Path, tiny_model: Path) -> None:
     """The hit rate's queries are a seeded uniform draw from every test file (no choice by hand),
     and the rate equals a brute-force top 5 over the same pool with the demo's instructions."""
-    import numpy as np
 
-    from mmembed.data.instructions import read_instructions
     from mmembed.data.mbeir import Layout, read_queries
-    from mmembed.data.records import TASKS
     from mmembed.model import load_embedder
     from mmembed.search.demo import sample_test_queries
 
@@ -150,15 +156,5 @@ def test_demo_hit_rate_is_over_seeded_test_queries(small_benchmark: Path, tiny_m
     positives |= {d for _, q in pick_examples(small_benchmark) for d in q.pos_dids}
     pool = demo_pool(small_benchmark, positives, 40)
     assert len(pool) == out["pool"] == 40 and positives <= {c.did for c in pool}
-    cands = emb.encode_candidates(pool, image_root=small_benchmark, show_progress=False)  # (N, D)
-    table = read_instructions(layout.instructions_file)
-    hits = 0
-    for q in a:
-        try:
-            instr = table.choose(q.dataset_id, q.modality.value, TASKS[q.task_id][1], fixed=0)
-        except KeyError:
-            instr = None
-        v = emb.encode_queries([q], instructions=instr, image_root=small_benchmark)[0]  # (D,)
-        top = {pool[j].did for j in np.argsort(-(cands @ v), kind="stable")[:5]}
-        hits += bool(top & set(q.pos_dids))
+    hits = _brute_force_hits(emb, pool, a, small_benchmark)
     assert r["hits"] == hits and r["rate"] == pytest.approx(hits / 20)
