@@ -28,14 +28,7 @@ TIMES="$R/times.tsv"
 : >"$TIMES"
 T0=$(date +%s)
 
-step() { # step NAME COMMAND...: run, log its wall time
-  local name=$1 s
-  shift
-  s=$(date +%s)
-  echo "== $name: $*" >&2
-  "$@"
-  printf '%s\t%s\n' "$name" "$(($(date +%s) - s))" >>"$TIMES"
-}
+source scripts/steps.sh # step NAME COMMAND...: run, log its wall time to $TIMES
 
 WN_INSTR="Retrieve the dictionary entry for the given definition."
 

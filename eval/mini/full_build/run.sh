@@ -17,14 +17,8 @@ F=/tmp/fb
 M="python3 -m mmembed --feature-cache $F/features"
 SEED=${SEED:-0}
 SFX=$([ "$SEED" = 0 ] || echo "_s$SEED")
-step() { # step NAME COMMAND...: run, log its wall time
-  local name=$1 s
-  shift
-  s=$(date +%s)
-  echo "== $(date -u +%T) $name: $*" >&2
-  "$@"
-  printf '%s\t%s\n' "$name" "$(($(date +%s) - s))" >>"$F/times.tsv"
-}
+TIMES=$F/times.tsv
+source scripts/steps.sh # step NAME COMMAND...: run, log its wall time to $TIMES
 fit() { # fit NAME CONFIG [OVERRIDES...]: train CONFIG with this seed into runs/NAME$SFX
   local name=$1 config=$2
   shift 2

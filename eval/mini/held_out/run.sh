@@ -13,14 +13,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=$PWD
 F=/tmp/fbh
 M="python3 -m mmembed --feature-cache /tmp/fb/features"
 mkdir -p $F
-step() { # step NAME COMMAND...: run, log its wall time
-  local name=$1 s
-  shift
-  s=$(date +%s)
-  echo "== $(date -u +%T) $name: $*" >&2
-  "$@"
-  printf '%s\t%s\n' "$name" "$(($(date +%s) - s))" >>"$F/times.tsv"
-}
+TIMES=$F/times.tsv
+source scripts/steps.sh # step NAME COMMAND...: run, log its wall time to $TIMES
 fit() { # fit NAME CONFIG [OVERRIDES...]: train CONFIG on the held-out build into runs/NAME
   local name=$1 config=$2
   shift 2
