@@ -10,6 +10,7 @@ averages its tasks as the M-BEIR mean does. Knows run and qrels files; knows not
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,10 @@ def transfer_report(data: str | Path, folders: Mapping[str, str | Path], k: int 
     subsets = {**held, IN_DOMAIN: sorted(q for q in truth if q not in touched)}
     doc: dict[str, Any] = {
         "k": k,
-        "subsets": {name: _count(truth[q][0] for q in qids) for name, qids in subsets.items()},
+        "subsets": {
+            name: dict(sorted(Counter(truth[q][0] for q in qids).items()))
+            for name, qids in subsets.items()
+        },
         "systems": {},
     }
     for system, folder in folders.items():
@@ -74,13 +78,6 @@ def transfer_report(data: str | Path, folders: Mapping[str, str | Path], k: int 
                                     "point at an `mmembed eval mbeir --out` folder")  # fmt: skip
         doc["systems"][system] = rows
     return doc
-
-
-def _count(labels) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for label in labels:
-        out[label] = out.get(label, 0) + 1
-    return dict(sorted(out.items()))
 
 
 def _recall(qids: list[str], truth, hit: Mapping[str, bool]) -> dict[str, Any]:
